@@ -1,0 +1,67 @@
+"""Score combiners for the ensemble baselines, which call every RM on every response.
+
+Input: one prompt's group, `scores[k, j]` = RM k's score of response j, shape (K, N). Output: one
+combined score per response, (N,). RMs are put on a common scale by z-scoring each RM's row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rmroute.routers.base import check_finite
+
+COMBINER_NAMES = ("mean", "min", "uncertainty", "vote")
+
+
+def _check_scores(scores: Any) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 1 or values.shape[1] < 2:
+        raise ValueError(f"scores must have shape (K RMs >= 1, N responses >= 2), got {values.shape}")
+    check_finite("scores", values)
+    return values
+
+
+def zscore_rows(scores: np.ndarray) -> np.ndarray:
+    """Each RM's scores standardised over the group's responses; a constant row becomes zeros."""
+    scores = _check_scores(scores)
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    std = scores.std(axis=1, keepdims=True)
+    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+
+
+def combine_mean(scores: np.ndarray) -> np.ndarray:
+    """Mean over RMs of the z-scores: LASeR's RM-score ensemble."""
+    return zscore_rows(scores).mean(axis=0)
+
+
+def combine_min(scores: np.ndarray) -> np.ndarray:
+    """Worst case over RMs of the z-scores."""
+    return zscore_rows(scores).min(axis=0)
+
+
+def combine_uncertainty(scores: np.ndarray, k: float = 1.0) -> np.ndarray:
+    """Uncertainty-weighted ensemble: mean minus k standard deviations over RMs of the z-scores."""
+    z = zscore_rows(scores)
+    return z.mean(axis=0) - k * z.std(axis=0)
+
+
+def combine_vote(scores: np.ndarray) -> np.ndarray:
+    """Borda count: per RM, the share of the other responses it scores strictly lower (ties 0.5),
+    averaged over RMs. With two responses this is the share of RMs preferring each: majority vote."""
+    scores = _check_scores(scores)
+    n = scores.shape[1]
+    beats = (scores[:, :, None] > scores[:, None, :]).sum(axis=2)
+    ties = (scores[:, :, None] == scores[:, None, :]).sum(axis=2) - 1  # a response ties itself
+    return ((beats + 0.5 * ties) / (n - 1)).mean(axis=0)
+
+
+_COMBINERS = {"mean": combine_mean, "min": combine_min, "uncertainty": combine_uncertainty, "vote": combine_vote}
+
+
+def combine_scores(name: str, scores: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """Dispatch by name: mean, min, uncertainty (k=), vote."""
+    if name not in _COMBINERS:
+        raise ValueError(f"unknown combiner {name!r}; valid names: {', '.join(COMBINER_NAMES)}")
+    return _COMBINERS[name](scores, **kwargs)
