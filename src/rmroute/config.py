@@ -1,0 +1,220 @@
+"""Config checks that a JSON schema cannot express, and the resolution of each method into the
+full set of settings its jobs use (router, granularity, recipe, router hyper-parameters).
+
+Everything here runs when the Snakefile is parsed, so a bad config stops before any job starts,
+with an error that names the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from rmroute.testbed import DOMAINS
+
+ROUTERS = ("single", "random", "ensemble", "oracle", "linucb", "exp3", "thompson", "offline-only")
+DEFAULT_GRANULARITY = {
+    "single": "batch", "random": "batch", "ensemble": "query", "oracle": "query", "linucb": "batch",
+    "exp3": "batch", "thompson": "pair", "offline-only": "pair",
+}
+DEFAULT_RECIPE = {"thompson": "bayesian", "offline-only": "bayesian"}
+ROUTER_PARAMS = {  # paper defaults; a method may override any of them
+    "alpha": 0.1, "gamma": 0.1, "lambda0": 1.0, "sigma2": 1.0, "prior": "offline",
+    "context": "last_hidden", "combine": "mean", "uncertainty_k": 1.0,
+}
+RECIPE_KEYS = ("pair_rule", "tie_threshold", "loss", "beta", "nll_weight", "reference", "lr", "epochs", "batch_size",
+               "reward", "normaliser")
+RM_SHEET_COLUMNS = ("rm_id", "source", "loss", "domain_mix", "label_noise", "n_pairs", "chat_template", "max_length",
+                    "dtype", "batch_size", "trust_remote_code")
+
+
+class ConfigError(ValueError):
+    """A config or sheet value that cannot work; the message names the field."""
+
+
+def resolve_methods(config: dict, rm_ids: list[str]) -> dict[str, dict]:
+    """Every method with its recipe, budget and router parameters filled in."""
+    out = {}
+    budget = config["budget"]
+    for name, spec in config["methods"].items():
+        where = f"methods.{name}"
+        router = spec.get("router")
+        if router not in ROUTERS:
+            raise ConfigError(f"{where}.router: {router!r} is not a router; expected one of {list(ROUTERS)}")
+        recipe_name = spec.get("recipe", DEFAULT_RECIPE.get(router, "laser"))
+        if recipe_name not in config["recipes"]:
+            raise ConfigError(f"{where}.recipe: {recipe_name!r} is not defined under recipes ({sorted(config['recipes'])})")
+        method = {**ROUTER_PARAMS, **config["recipes"][recipe_name]}
+        method.update({k: v for k, v in spec.items() if k != "recipe"})
+        method.update(name=name, recipe=recipe_name, router=router,
+                      granularity=spec.get("granularity", DEFAULT_GRANULARITY[router]),
+                      pairs_per_prompt=budget["pairs_per_prompt"], batch_prompts=budget["batch_prompts"])
+        method.setdefault("tie_threshold", 0.0)
+        if router == "single":
+            if spec.get("rm") not in rm_ids:
+                raise ConfigError(f"{where}.rm: {spec.get('rm')!r} is not an rm_id of the RM sheet ({rm_ids})")
+            method["arm"] = rm_ids.index(spec["rm"])
+        elif "rm" in spec:
+            raise ConfigError(f"{where}.rm: only router 'single' takes an rm (router is {router!r})")
+        if router in ("thompson", "offline-only") and method["granularity"] != "pair":
+            raise ConfigError(f"{where}.granularity: router {router!r} routes candidate pairs; use 'pair'")
+        if method["granularity"] == "pair" and router not in ("thompson", "offline-only", "random", "single"):
+            raise ConfigError(f"{where}.granularity: 'pair' needs a pair-context router (thompson, offline-only, random, single)")
+        if method["granularity"] == "pair" and method["pair_rule"] != "random_routed":
+            raise ConfigError(f"{where}.pair_rule: per-pair routing needs pair_rule 'random_routed', got {method['pair_rule']!r}")
+        if method["granularity"] != "pair" and method["pair_rule"] == "random_routed":
+            raise ConfigError(f"{where}.pair_rule: 'random_routed' needs granularity 'pair', got {method['granularity']!r}")
+        if method["pairs_per_prompt"] >= budget["samples_per_prompt"] and method["pair_rule"] == "top_vs_next":
+            raise ConfigError(
+                f"budget.pairs_per_prompt: top_vs_next pairs the top sample with the next P, so P must be below "
+                f"budget.samples_per_prompt ({budget['samples_per_prompt']}), got {method['pairs_per_prompt']}")
+        out[name] = method
+    return out
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def looks_like_hub_id(source: str, root: str | os.PathLike = ".") -> bool:
+    """'org/name' that is not a path existing under the project root."""
+    return ("/" in source and not source.startswith((".", "/")) and source.count("/") == 1
+            and not (Path(root) / source).exists())
+
+
+def check_rm_sheet(sheet: pd.DataFrame, root: str | os.PathLike, domains: tuple[str, ...]) -> None:
+    """Row-level checks of config/rm_pool.tsv beyond its schema."""
+    root = Path(root)
+    if sheet["rm_id"].duplicated().any():
+        raise ConfigError(f"rm_pool.rm_id: duplicated ids {sorted(sheet.loc[sheet['rm_id'].duplicated(), 'rm_id'])}")
+    for _, row in sheet.iterrows():
+        where = f"rm_pool[{row['rm_id']}]"
+        source = str(row["source"])
+        if source == "train":
+            total = 0.0
+            for part in str(row["domain_mix"]).split(","):
+                domain, _, weight = part.partition(":")
+                if domain.strip() not in domains:
+                    raise ConfigError(f"{where}.domain_mix: unknown domain {domain.strip()!r}; expected one of {list(domains)}")
+                try:
+                    w = float(weight) if weight else 1.0  # a domain without a weight counts 1, as parse_mix reads it
+                except ValueError:
+                    raise ConfigError(f"{where}.domain_mix: weight {weight!r} of {domain.strip()!r} is not a number") from None
+                if w < 0:
+                    raise ConfigError(f"{where}.domain_mix: weight of {domain.strip()!r} is negative ({w})")
+                total += w
+            if total <= 0:
+                raise ConfigError(f"{where}.domain_mix: weights sum to {total}; at least one must be positive")
+        elif not looks_like_hub_id(source, root):
+            path = (root / source) if not os.path.isabs(source) else Path(source)
+            if not _inside(path, root):
+                raise ConfigError(f"{where}.source: path {source!r} escapes the project directory {str(root)!r}")
+            if not path.exists():
+                raise ConfigError(f"{where}.source: {source!r} is neither 'train', an existing path nor a hub id 'org/name'")
+
+
+def read_rm_sheet(path: str | os.PathLike) -> pd.DataFrame:
+    """The RM sheet with typed columns; unparseable numbers become NaN so the schema names them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"rm_pool: sheet {str(path)!r} does not exist or is not a file")
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ConfigError(f"rm_pool: sheet {str(path)!r} is empty; it needs a header and one row per RM") from None
+    except pd.errors.ParserError as err:
+        raise ConfigError(f"rm_pool: sheet {str(path)!r} is not a tab-separated table: {err}") from None
+    missing = [c for c in RM_SHEET_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise ConfigError(f"rm_pool: sheet {str(path)!r} lacks column(s) {missing}")
+    if sheet.empty:
+        raise ConfigError(f"rm_pool: sheet {str(path)!r} has no RM rows")
+    for column in ("label_noise", "n_pairs", "max_length", "batch_size"):
+        numbers = pd.to_numeric(sheet[column], errors="coerce")
+        wanted = "a number"
+        invalid = numbers.isna()
+        if column != "label_noise":  # counts: a fraction or inf must not be truncated silently
+            wanted = "a whole number"
+            invalid |= ~numbers.isna() & ((numbers % 1 != 0) | numbers.isin([float("inf"), float("-inf")]))
+        bad = sheet.loc[invalid, "rm_id"].tolist()
+        if bad:
+            raise ConfigError(f"rm_pool[{bad[0]}].{column}: {sheet.loc[invalid, column].iloc[0]!r} is not {wanted}")
+        sheet[column] = numbers.astype(float if column == "label_noise" else int)
+    flags = sheet["trust_remote_code"].str.strip().str.lower()
+    bad = sheet.loc[~flags.isin(["true", "false"]), "rm_id"].tolist()
+    if bad:
+        raise ConfigError(f"rm_pool[{bad[0]}].trust_remote_code: expected true or false")
+    sheet["trust_remote_code"] = flags == "true"
+    return sheet
+
+
+def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict[str, dict]]:
+    """Validate config.yaml and the RM sheet (schemas via snakemake.utils.validate, then the
+    cross-field checks); returns (config with defaults filled, sheet, resolved methods)."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    root = Path(root)
+    schemas = root / "workflow" / "schemas"
+    try:
+        validate(config, schema=str(schemas / "config.schema.yaml"))
+    except WorkflowError as err:
+        field, message = _schema_error(err)
+        raise ConfigError(f"config: {field or '(top level)'}: {message}") from None
+    sheet = read_rm_sheet(root / config["rm_pool"])
+    try:
+        validate(sheet, schema=str(schemas / "rm_pool.schema.yaml"))
+    except WorkflowError as err:
+        field, message = _schema_error(err)
+        row = re.search(r"row (\d+)", str(err))
+        where = f"rm_pool[{sheet['rm_id'].iloc[int(row.group(1))]}]" if row else "rm_pool"
+        raise ConfigError(f"{where}{'.' + field if field else ''}: {message}") from None
+    check_rm_sheet(sheet, root, DOMAINS)
+    check_config(config, root)
+    return config, sheet, resolve_methods(config, list(sheet["rm_id"]))
+
+
+def _schema_error(err: Exception) -> tuple[str, str]:
+    """(dotted path of the offending field, '' at the top level; jsonschema's message)."""
+    cause = err.__cause__ or err.__context__
+    field = ".".join(str(p) for p in getattr(cause, "absolute_path", None) or ())
+    return field, getattr(cause, "message", str(err))
+
+
+def check_config(config: dict, root: str | os.PathLike) -> None:
+    """Cross-field checks of config.yaml beyond its schema."""
+    root = Path(root)
+    if not _inside(root / config["results_dir"], root):
+        raise ConfigError(f"results_dir: {config['results_dir']!r} escapes the project directory")
+    if len(set(config["seeds"])) != len(config["seeds"]):
+        raise ConfigError(f"seeds: repeated values in {config['seeds']}")
+    sft = config["sft"]
+    sft.setdefault("mix", {domain: 1.0 for domain in DOMAINS})  # the schema leaves it optional: equal weights
+    policy = config["policy"]
+    if policy["source"] == "build":
+        missing = [k for k in ("layers", "heads", "intermediate_size") if k not in policy]
+        if missing:
+            raise ConfigError(f"policy.{missing[0]}: required when policy.source is 'build' (missing: {missing})")
+    elif not looks_like_hub_id(policy["source"], root):
+        path = root / policy["source"]
+        if not _inside(path, root):
+            raise ConfigError(f"policy.source: path {policy['source']!r} escapes the project directory")
+        if not path.exists():
+            raise ConfigError(f"policy.source: {policy['source']!r} is neither 'build', an existing path nor a hub id")
+    if policy["source"] == "build" and policy["hidden_size"] % policy["heads"]:
+        raise ConfigError(f"policy.heads: hidden_size {policy['hidden_size']} is not divisible by heads {policy['heads']}")
+    budget = config["budget"]
+    per_domain = budget["prompts_per_iteration"] // len(DOMAINS)
+    if per_domain * budget["iterations"] > config["testbed"]["split_sizes"]["rollout"]:
+        raise ConfigError(
+            f"budget.prompts_per_iteration: {budget['iterations']} iterations x {per_domain} prompts per domain exceed "
+            f"testbed.split_sizes.rollout ({config['testbed']['split_sizes']['rollout']}); prompts would repeat")
+    if sum(sft["mix"].values()) <= 0:
+        raise ConfigError("sft.mix: weights sum to zero; at least one domain needs a positive weight")

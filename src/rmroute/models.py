@@ -1,0 +1,201 @@
+"""Policies, reward models and the tokenizer: build, load, save, sample and score.
+
+One loading path serves both scales: a local `save_pretrained` directory (the testbed's tiny
+models) and a Hugging Face model id (paper scale) both go through `from_pretrained`, safetensors
+only, with remote code off unless the RM sheet allows it for that RM.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch from one number."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int) -> None:
+    """Use exactly the cores Snakemake gave the job (CPU runs are deterministic per thread count)."""
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def pick_device(want: str = "auto") -> torch.device:
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(want)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on the testbed text, wrapped as a transformers tokenizer."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+    fast.padding_side = "left"
+    return fast
+
+
+def load_tokenizer(source: str | os.PathLike) -> PreTrainedTokenizerFast:
+    tok = AutoTokenizer.from_pretrained(str(source))
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_policy(tokenizer, hidden_size: int, layers: int, heads: int, intermediate_size: int, max_length: int) -> LlamaForCausalLM:
+    """A small Llama-architecture causal LM initialised from config (the testbed policy)."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str = "auto"):
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source), dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=False
+    )
+    return model.to(pick_device(device)).eval()
+
+
+def load_reward_model(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
+    """Any sequence-classification RM with one output: a local directory or a hub id (cached, offline)."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), num_labels=1, dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    return model.to(pick_device(device)).eval()
+
+
+def save_atomic(model, tokenizer, out_dir: str | os.PathLike) -> None:
+    """save_pretrained into a temp directory, then rename, so a killed job leaves no half checkpoint."""
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    n: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> list[list[str]]:
+    """n responses per prompt; temperature 0 means greedy. Deterministic for a seed on CPU."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    generator_seed = seed
+    out: list[list[str]] = []
+    batches = list(_batches(prompts, batch_size))
+    for batch in tqdm(batches, desc="generate", disable=not progress):
+        torch.manual_seed(generator_seed)
+        generator_seed += 1
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=n)
+        else:
+            kwargs.update(do_sample=False, num_return_sequences=1)
+        ids = model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :]
+        texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+        k = n if temperature > 0 else 1
+        for i in range(len(batch)):
+            group = texts[i * k : (i + 1) * k]
+            out.append(group if temperature > 0 else group * n)
+    return out
+
+
+@torch.no_grad()
+def prompt_embeddings(model, tokenizer, prompts: list[str], kind: str = "last_hidden", batch_size: int = 64):
+    """One vector per prompt from the policy: last-token final hidden state (LASeR paper) or
+    the mean of the input-embedding vectors (LASeR released code)."""
+    device = next(model.parameters()).device
+    rows = []
+    for batch in _batches(prompts, batch_size):
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        if kind == "mean_input_embedding":
+            emb = model.get_input_embeddings()(enc["input_ids"])
+            mask = enc["attention_mask"].unsqueeze(-1).to(emb.dtype)
+            rows.append((emb * mask).sum(1) / mask.sum(1))
+        elif kind == "last_hidden":
+            hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
+            rows.append(hidden[:, -1, :])  # left padding: the last position is the last real token
+        else:
+            raise ValueError(f"context kind {kind!r}: expected 'last_hidden' or 'mean_input_embedding'")
+    return torch.cat(rows).float().cpu().numpy()
+
+
+@torch.no_grad()
+def rm_scores(model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64, max_length: int = 256) -> list[float]:
+    """Scalar reward for each (prompt, response); tokens of prompt and response are concatenated."""
+    device = next(model.parameters()).device
+    texts = [p + r for p, r in zip(prompts, responses)]
+    scores: list[float] = []
+    for batch in _batches(texts, batch_size):
+        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length, add_special_tokens=False).to(device)
+        scores.extend(model(**enc).logits[:, 0].float().cpu().tolist())
+    return scores

@@ -1,0 +1,188 @@
+"""Tables and figures: tidy TSVs (one row per observation) and seaborn figures, each also in the
+shape of the paper table it stands beside, with the published numbers next to ours."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# Our testbed domain -> the benchmark it stands in for, and the published numbers (METHODS.md).
+BENCHMARK_OF = {"arith": "GSM8K", "facts_mc": "MMLU", "facts_yesno": "StrategyQA", "instruct": "instruction following"}
+LASER_TABLE1 = {  # Llama-3-8B accuracy %, LASeR Table 1 (secondary summary)
+    "sft": {"StrategyQA": 80.41, "GSM8K": 69.43, "MMLU": 65.66, "avg": 71.83},
+    "best-single-rm": {"StrategyQA": 84.29, "GSM8K": 73.16, "MMLU": 67.15, "avg": 74.87},
+    "random": {"StrategyQA": 84.37, "GSM8K": 71.99, "MMLU": 67.85, "avg": 74.74},
+    "ensemble-mean": {"StrategyQA": 82.96, "GSM8K": 70.94, "MMLU": 67.04, "avg": 73.65},
+    "laser": {"StrategyQA": 85.96, "GSM8K": 74.75, "MMLU": 68.24, "avg": 76.32},
+}
+BAYES_TABLE1 = {  # BayesianRouter Table 1 (secondary summary): GSM8K and MMLU accuracy %
+    "sft": {"GSM8K": 67.63, "MMLU": 54.29}, "best-single-rm": {"GSM8K": 74.22, "MMLU": 57.03},
+    "majority-vote": {"GSM8K": 74.22, "MMLU": 56.71}, "ensemble-uncertainty": {"GSM8K": 74.30, "MMLU": 56.43},
+    "laser": {"GSM8K": 74.00, "MMLU": 56.35}, "bayesian": {"GSM8K": 75.66, "MMLU": 57.39},
+    "bayesian-noprior": {"GSM8K": 74.37}, "offline-only": {"GSM8K": 74.68},
+}
+
+
+def ci95(values) -> float:
+    """Half-width of the two-sided 95% t-interval of the mean (0 for a single seed)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return 0.0
+    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None = None) -> None:
+    """PNG (and PDF) through temp files and renames."""
+    for path, kw in ((png, {"dpi": 150}), (pdf, {})):
+        if path is None:
+            continue
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        fig.savefig(tmp, bbox_inches="tight", **kw)
+        tmp.replace(path)
+
+
+def sft_accuracy(eval_tsv: str) -> pd.DataFrame:
+    table = pd.read_csv(eval_tsv, sep="\t")
+    out = table[table["metric"] == "accuracy"][["domain", "value"]].rename(columns={"value": "accuracy"})
+    return out.reset_index(drop=True)
+
+
+def rm_accuracy(behaviour: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Pair accuracy of every RM per domain on held-out pairs that gold can tell apart."""
+    rows = behaviour[(behaviour["split"] == split) & (behaviour["gold_tie"] == 0)]
+    table = rows.groupby(["rm", "domain"], sort=False)["correct"].agg(["mean", "size"]).reset_index()
+    return table.rename(columns={"mean": "accuracy", "size": "n_pairs"})
+
+
+def rm_complementarity(table: pd.DataFrame) -> pd.DataFrame:
+    """Best single RM (by mean over domains) vs picking the best RM per domain."""
+    wide = table.pivot(index="rm", columns="domain", values="accuracy")
+    best_single = wide.mean(axis=1).idxmax()
+    return pd.DataFrame([
+        {"quantity": "best_single_rm", "rm": best_single, "mean_accuracy": float(wide.loc[best_single].mean())},
+        {"quantity": "best_rm_per_domain", "rm": ",".join(wide.idxmax().tolist()), "mean_accuracy": float(wide.max().mean())},
+    ])
+
+
+def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: str, png, pdf, fmt: str = ".2f") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    wide = table.pivot(index=index, columns=columns, values=values)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * wide.shape[1], 1.0 + 0.5 * wide.shape[0]))
+    sns.heatmap(wide, annot=True, fmt=fmt, cmap="viridis", vmin=0, vmax=1, ax=ax, cbar_kws={"label": values})
+    ax.set_title(title)
+    save_figure(fig, png, pdf)
+    plt.close(fig)
+
+
+def policy_accuracy(eval_files: list[tuple[str, int, int, str]], sft_eval: str, methods: list[str], seeds: list[int]) -> pd.DataFrame:
+    """Tidy (method, seed, iteration, domain, accuracy); iteration 0 is the SFT policy for every method."""
+    sft = sft_accuracy(sft_eval)
+    rows = [{"method": m, "seed": s, "iteration": 0, "domain": d, "accuracy": a}
+            for m in methods for s in seeds for d, a in zip(sft["domain"], sft["accuracy"])]
+    for method, seed, it, path in eval_files:
+        table = pd.read_csv(path, sep="\t")
+        for _, r in table[table["metric"] == "accuracy"].iterrows():
+            rows.append({"method": method, "seed": seed, "iteration": it, "domain": r["domain"], "accuracy": r["value"]})
+    return pd.DataFrame(rows)
+
+
+def win_rates(eval_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
+    rows = []
+    for method, seed, it, path in eval_files:
+        table = pd.read_csv(path, sep="\t")
+        for _, r in table[table["metric"] == "win_rate_vs_sft"].iterrows():
+            rows.append({"method": method, "seed": seed, "iteration": it, "domain": r["domain"], "win_rate_vs_sft": r["value"]})
+    return pd.DataFrame(rows)
+
+
+def summary_table(acc: pd.DataFrame, iteration: int, published: dict | None = None, sft_label: str = "sft") -> pd.DataFrame:
+    """Methods x (domains + avg) at one iteration: mean and 95% CI over seeds (accuracy in %),
+    with the SFT row and, where the paper has one, the published number for the analogous cell."""
+    final = acc[acc["iteration"] == iteration]
+    sft = acc[acc["iteration"] == 0].drop_duplicates(["seed", "domain"]).assign(method=sft_label)
+    rows = []
+    for frame in (sft, final):
+        per_seed = frame.pivot_table(index=["method", "seed"], columns="domain", values="accuracy").reset_index()
+        domains = [c for c in per_seed.columns if c not in ("method", "seed")]
+        per_seed["avg"] = per_seed[domains].mean(axis=1)
+        for method, group in per_seed.groupby("method", sort=False):
+            for domain in [*domains, "avg"]:
+                values = 100 * group[domain].to_numpy()
+                bench = BENCHMARK_OF.get(domain, "avg" if domain == "avg" else None)
+                paper = (published or {}).get(method, {}).get(bench) if published else None
+                rows.append({"method": method, "domain": domain, "benchmark_analogue": bench, "mean": values.mean(),
+                             "ci95": ci95(values), "n_seeds": len(values), "paper": paper})
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(table: pd.DataFrame, title: str) -> str:
+    """The wide 'mean ± CI' layout of a paper table, with the published number in brackets."""
+    cell = table.apply(lambda r: f"{r['mean']:.1f} ± {r['ci95']:.1f}" + (f" [{r['paper']:.1f}]" if pd.notna(r["paper"]) else ""), axis=1)
+    wide = table.assign(cell=cell).pivot(index="method", columns="domain", values="cell")
+    wide = wide.reindex(index=list(dict.fromkeys(table["method"])))
+    cols = [c for c in wide.columns if c != "avg"] + ["avg"]
+    note = ("Tiny-scale analogue on the embedded testbed: accuracy % (mean ± 95% CI over seeds); "
+            "[published Llama-3-8B number of the analogous benchmark], which is not directly comparable.")
+    return f"# {title}\n\n{note}\n\n" + wide[cols].reset_index().to_markdown(index=False) + "\n"
+
+
+def accuracy_figure(acc: pd.DataFrame, png, pdf) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    avg = acc.groupby(["method", "seed", "iteration"], as_index=False)["accuracy"].mean().assign(domain="average")
+    data = pd.concat([acc, avg])
+    data["accuracy"] *= 100
+    grid = sns.relplot(data=data, x="iteration", y="accuracy", hue="method", col="domain", col_wrap=3, kind="line",
+                       errorbar=("ci", 95), marker="o", height=3.0, aspect=1.2, facet_kws={"sharey": False})
+    grid.set_axis_labels("iteration (0 = SFT)", "test accuracy (%)")
+    grid.figure.suptitle("Policy accuracy per iteration (mean, 95% CI over seeds)", y=1.02)
+    save_figure(grid.figure, png, pdf)
+    plt.close(grid.figure)
+
+
+def router_choices(decisions: pd.DataFrame) -> pd.DataFrame:
+    """How often each method's router picked each RM, per domain (one count per routed query row)."""
+    counts = decisions.groupby(["method", "domain", "rm"]).size().rename("count").reset_index()
+    counts["share"] = counts["count"] / counts.groupby(["method", "domain"])["count"].transform("sum")
+    return counts
+
+
+def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    grid = sns.catplot(data=choices, x="domain", y="share", hue="rm", col="method", col_wrap=4, kind="bar", height=2.6, aspect=1.3)
+    grid.set_xticklabels(rotation=30)
+    grid.figure.suptitle("Which RM each router picked, per domain (share of routed queries)", y=1.02)
+    save_figure(grid.figure, png, pdf)
+    plt.close(grid.figure)
+
+
+def cost_table(decisions: pd.DataFrame, benchmarks: list[tuple[str, int, int, str, str]]) -> pd.DataFrame:
+    """RM calls per method and seed (from the decision log) and wall time per stage (rule benchmarks)."""
+    calls = decisions.groupby(["method", "seed"])["rm_calls"].sum().rename("rm_calls").reset_index()
+    rows = []
+    for method, seed, it, stage, path in benchmarks:
+        bench = pd.read_csv(path, sep="\t")
+        rows.append({"method": method, "seed": seed, "stage": stage, "seconds": float(bench["s"].iloc[0])})
+    times = pd.DataFrame(rows).pivot_table(index=["method", "seed"], columns="stage", values="seconds", aggfunc="sum")
+    times.columns = [f"{c}_s" for c in times.columns]
+    return calls.merge(times.reset_index(), on=["method", "seed"], how="left")

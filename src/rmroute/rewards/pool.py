@@ -1,0 +1,144 @@
+"""The RM pool: preference pairs from policy samples, RM training (BT or BSR), and routed scoring.
+
+Testbed RMs are trained here on different domain mixes so their strengths genuinely differ;
+paper-scale RMs are any sequence-classifier checkpoints. Both are loaded and called through
+`RewardModel`, which counts every call so ensemble costs are reported honestly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+
+from rmroute import models
+from rmroute.testbed import corrupt_answer, score_record
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'arith:0.5,facts_mc:0.5' -> {'arith': 0.5, 'facts_mc': 0.5}."""
+    mix = {}
+    for part in str(text).split(","):
+        name, _, weight = part.partition(":")
+        mix[name.strip()] = float(weight) if weight else 1.0
+    return mix
+
+
+def preference_pairs(records: list[dict], samples: list[list[str]], seed: int) -> list[dict]:
+    """One gold-labelled pair per prompt from the policy's samples.
+
+    chosen = a best-scoring sample, rejected = a worst-scoring one. Where all samples score the
+    same, the gold answer (all wrong) or a corrupted gold answer (all right) fills the gap, so
+    every prompt yields a pair and domains the policy already solves still teach the RM.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for rec, group in zip(records, samples):
+        scored = [(score_record(rec, s), s) for s in group]
+        best = max(scored, key=lambda t: t[0])
+        worst = min(scored, key=lambda t: t[0])
+        if best[0] == worst[0]:
+            if best[0] >= 1.0:
+                worst = (None, corrupt_answer(rec["domain"], rec["answer"], rng))
+            else:
+                best = (None, rec["answer"])
+        chosen, rejected = best[1], worst[1]
+        pairs.append({
+            "id": rec["id"], "domain": rec["domain"], "prompt": rec["prompt"], "chosen": chosen, "rejected": rejected,
+            "chosen_gold": score_record(rec, chosen), "rejected_gold": score_record(rec, rejected),
+        })
+    return pairs
+
+
+def rm_training_pairs(pairs: list[dict], mix: dict[str, float], n_pairs: int, label_noise: float, seed: int) -> list[dict]:
+    """n_pairs drawn with the RM's domain mix; a share `label_noise` of them has chosen/rejected swapped."""
+    rng = random.Random(seed)
+    by_domain: dict[str, list[dict]] = {}
+    for p in pairs:
+        by_domain.setdefault(p["domain"], []).append(p)
+    unknown = [d for d in mix if d not in by_domain]
+    if unknown:
+        raise ValueError(f"domain_mix names domains {unknown} with no training pairs; known: {sorted(by_domain)}")
+    total = sum(mix.values())
+    out = []
+    for domain, weight in sorted(mix.items()):
+        k = round(n_pairs * weight / total)
+        pool = by_domain[domain]
+        chosen = rng.sample(pool, k) if k <= len(pool) else [rng.choice(pool) for _ in range(k)]
+        for p in chosen:
+            if rng.random() < label_noise:
+                p = {**p, "chosen": p["rejected"], "rejected": p["chosen"]}
+            out.append({"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]})
+    rng.shuffle(out)
+    return out
+
+
+def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: str, steps: int, batch_size: int,
+                       lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = False, use_cpu: bool = True):
+    """A sequence-classifier RM initialised from `init_source` (the SFT policy: RMs start from the
+    SFT model, as in practice), trained with TRL's RewardTrainer (BT) or its BSR subclass."""
+    from trl import RewardConfig, RewardTrainer
+
+    from rmroute.rewards.losses import BSRRewardTrainer
+
+    if loss not in ("bt", "bsr"):
+        raise ValueError(f"rm_pool loss {loss!r}: expected 'bt' or 'bsr'")
+    model = models.load_reward_model(init_source, device="cpu" if use_cpu else "auto")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    data = Dataset.from_list(pairs)
+    epochs = max(1, math.ceil(steps * batch_size / max(1, len(pairs))))
+    with tempfile.TemporaryDirectory() as tmp:
+        args = RewardConfig(
+            output_dir=tmp, max_steps=steps, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+            learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), seed=seed, data_seed=seed,
+            use_cpu=use_cpu, bf16=False, activation_checkpointing=False, save_strategy="no", report_to="none",
+            logging_steps=max(1, steps // 10), max_length=256, dataset_num_proc=None,
+        )
+        if loss == "bsr":
+            trainer = BSRRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                       bsr_coef=bsr_coef, bsr_batch_scale=bsr_batch_scale)
+        else:
+            trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        trainer.train()
+    return model.eval()
+
+
+@dataclass
+class RewardModel:
+    """One RM of the pool, loaded lazily, with a call counter and timer for cost accounting."""
+
+    rm_id: str
+    source: str
+    dtype: str = "float32"
+    batch_size: int = 64
+    max_length: int = 256
+    trust_remote_code: bool = False
+    device: str = "auto"
+    calls: int = 0
+    seconds: float = 0.0
+    _model: object = field(default=None, repr=False)
+    _tokenizer: object = field(default=None, repr=False)
+
+    def load(self):
+        if self._model is None:
+            self._model = models.load_reward_model(self.source, self.dtype, self.device, self.trust_remote_code)
+            self._tokenizer = models.load_tokenizer(self.source)
+        return self
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Rewards for (prompt, response) rows; responses end with EOS as in RM training."""
+        self.load()
+        start = time.perf_counter()
+        eos = self._tokenizer.eos_token or ""
+        texts = [r if r.endswith(eos) else r + eos for r in responses]
+        out = models.rm_scores(self._model, self._tokenizer, prompts, texts, batch_size=self.batch_size, max_length=self.max_length)
+        self.seconds += time.perf_counter() - start
+        self.calls += len(prompts)
+        bad = [i for i, s in enumerate(out) if not math.isfinite(s)]
+        if bad:
+            raise ValueError(f"RM {self.rm_id!r} returned non-finite scores for rows {bad[:5]} (prompt {prompts[bad[0]][:60]!r})")
+        return out

@@ -1,0 +1,80 @@
+"""Supervised warm start of the policy with TRL's SFTTrainer on the testbed's SFT split.
+
+The step count is a fixed number chosen by a sweep (config `sft.steps`), never a wall-clock budget:
+each testbed domain flips from chance to solved within a short stretch of training, so only a
+step count reproduces the same starting accuracy.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+
+from datasets import Dataset
+from transformers import TrainerCallback
+
+
+def sft_mix(records: list[dict], mix: dict[str, float], n_examples: int, seed: int) -> list[dict]:
+    """Draw n_examples prompt/completion records with the given domain weights (with replacement)."""
+    rng = random.Random(seed)
+    by_domain: dict[str, list[dict]] = {}
+    for r in records:
+        by_domain.setdefault(r["domain"], []).append(r)
+    missing = [d for d in mix if d not in by_domain]
+    if missing:
+        raise ValueError(f"sft.mix names domains {missing} that the SFT split does not contain")
+    domains = sorted(d for d, w in mix.items() if w > 0)
+    weights = [mix[d] for d in domains]
+    picks = rng.choices(domains, weights=weights, k=n_examples)
+    return [rng.choice(by_domain[d]) for d in picks]
+
+
+class _PeriodicEval(TrainerCallback):
+    def __init__(self, every: int, fn):
+        self.every, self.fn = every, fn
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0:
+            model.eval()
+            self.fn(state.global_step, model)
+            model.train()
+
+
+def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: int, lr: float, warmup_steps: int,
+              seed: int, mix: dict[str, float], threads: int = 1, eval_every: int = 0, eval_fn=None, use_cpu: bool = True):
+    """Fine-tune `model` in place on prompt->answer completions (loss on the answer only)."""
+    from trl import SFTConfig, SFTTrainer
+
+    # Tokenize each distinct record once, then draw the weighted mix as indices into it.
+    index = {r["id"]: i for i, r in enumerate(records)}
+    picks = [index[r["id"]] for r in sft_mix(records, mix, steps * batch_size, seed)]
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["answer"]} for r in records])
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            warmup_steps=warmup_steps,
+            lr_scheduler_type="cosine",
+            weight_decay=0.0,
+            max_length=256,
+            completion_only_loss=True,
+            seed=seed,
+            data_seed=seed,
+            use_cpu=use_cpu,
+            bf16=False,
+            activation_checkpointing=False,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=max(1, steps // 20),
+            disable_tqdm=False,
+            dataset_num_proc=None,
+        )
+        callbacks = [_PeriodicEval(eval_every, eval_fn)] if eval_fn else []
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
+        if len(trainer.train_dataset) != len(records):
+            raise ValueError(f"SFT preprocessing dropped {len(records) - len(trainer.train_dataset)} records; raise policy.max_length")
+        trainer.train_dataset = trainer.train_dataset.select(picks)
+        trainer.train()
+    return model

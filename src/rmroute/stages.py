@@ -1,0 +1,322 @@
+"""One function per workflow stage: read the stage's input files, call the library, write its
+outputs atomically. The Snakemake scripts only unpack `snakemake.*` and call these, so every
+stage can be run and tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rmroute import models
+from rmroute.testbed import DOMAINS, TestbedConfig, generate_splits, read_jsonl, score_record, write_jsonl
+
+
+# ---------------------------------------------------------------- atomic writers
+
+
+def _tmp(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """TSV (or Parquet by suffix) through a temp file and a rename; a `.md` twin for results/tables."""
+    path = Path(path)
+    tmp = _tmp(path)
+    if path.suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    tmp.replace(path)
+    if path.parent.name == "tables":
+        md_tmp = _tmp(path.with_suffix(".md"))
+        md_tmp.write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+        md_tmp.replace(path.with_suffix(".md"))
+
+
+def write_json(obj, path: str | os.PathLike) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def save_router_state(state: dict, json_path: str | os.PathLike) -> None:
+    """A router state as `<name>.json` + `<name>.safetensors`, each renamed into place."""
+    from rmroute.routers import save_state
+
+    json_path = Path(json_path)
+    tmp = json_path.with_name(f".{json_path.stem}.tmp.json")
+    save_state(tmp, state)
+    tmp.with_suffix(".safetensors").replace(json_path.with_suffix(".safetensors"))
+    tmp.replace(json_path)
+
+
+# ---------------------------------------------------------------- data and policy
+
+
+def prepare_data(testbed: dict, seed: int, out_dir: str | os.PathLike) -> None:
+    cfg = TestbedConfig(seed=seed, **testbed)
+    splits = generate_splits(cfg)
+    for name, records in splits.items():
+        write_jsonl(records, Path(out_dir) / f"{name}.jsonl")
+
+
+def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads: int, device: str, out_dir: str) -> None:
+    """Tokenizer + tiny Llama (policy.source = build) or an existing causal LM, then SFT."""
+    from rmroute.sft import train_sft
+
+    models.set_threads(threads)
+    models.set_seed(seed)
+    records = read_jsonl(sft_path)
+    if policy["source"] == "build":
+        tokenizer = models.train_tokenizer([r["prompt"] + r["answer"] for r in records], policy["tokenizer_vocab"])
+        model = models.build_policy(tokenizer, policy["hidden_size"], policy["layers"], policy["heads"],
+                                    policy["intermediate_size"], policy["max_length"])
+    else:
+        tokenizer = models.load_tokenizer(policy["source"])
+        model = models.load_policy(policy["source"], policy.get("dtype", "float32"), device).train()
+    if sft["steps"] > 0:
+        train_sft(model, tokenizer, records, steps=sft["steps"], batch_size=sft["batch_size"], lr=sft["lr"],
+                  warmup_steps=sft.get("warmup_steps", 0), seed=seed, mix=sft["mix"], use_cpu=device == "cpu")
+    models.save_atomic(model.eval(), tokenizer, out_dir)
+
+
+def evaluate_policy(policy_dir: str, test_path: str, max_new_tokens: int, threads: int, device: str,
+                    out_tsv: str, sft_outputs: str | None = None, out_outputs: str | None = None) -> pd.DataFrame:
+    """Greedy test accuracy per domain (+ win rate vs SFT when SFT outputs are given)."""
+    from rmroute.evaluate import evaluation_table, greedy_outputs
+
+    models.set_threads(threads)
+    policy = models.load_policy(policy_dir, device=device)
+    tokenizer = models.load_tokenizer(policy_dir)
+    records = read_jsonl(test_path)
+    outputs = greedy_outputs(policy, tokenizer, records, max_new_tokens)
+    base = [r["output"] for r in read_jsonl(sft_outputs)] if sft_outputs else None
+    table = evaluation_table(records, outputs, base)
+    write_table(table, out_tsv)
+    if out_outputs:
+        write_jsonl([{"id": r["id"], "output": o} for r, o in zip(records, outputs)], out_outputs)
+    return table
+
+
+def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int, it: int) -> list[dict]:
+    """The prompts of iteration `it` for run seed `seed`: equal share per domain, disjoint across
+    iterations, the same for every method (so methods are compared on the same prompts)."""
+    per_domain = prompts_per_iteration // len(DOMAINS)
+    chosen = []
+    for domain in DOMAINS:
+        pool = sorted((r for r in records if r["domain"] == domain), key=lambda r: r["id"])
+        random.Random(f"{seed}-{domain}").shuffle(pool)
+        chosen += pool[(it - 1) * per_domain : it * per_domain]
+    return chosen
+
+
+def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str) -> None:
+    """n samples per prompt from the current policy, their gold scores (analysis only) and the
+    policy's prompt contexts (LASeR: last-token hidden state, or mean input embedding)."""
+    models.set_threads(threads)
+    policy = models.load_policy(policy_dir, device=device)
+    tokenizer = models.load_tokenizer(policy_dir)
+    records = iteration_prompts(read_jsonl(rollout_path), budget["prompts_per_iteration"], seed, it)
+    prompts = [r["prompt"] for r in records]
+    samples = models.generate(policy, tokenizer, prompts, n=budget["samples_per_prompt"], temperature=budget["temperature"],
+                              max_new_tokens=budget["max_new_tokens"], seed=seed * 1000 + it, progress=True)
+    last = models.prompt_embeddings(policy, tokenizer, prompts, "last_hidden")
+    mean = models.prompt_embeddings(policy, tokenizer, prompts, "mean_input_embedding")
+    out = []
+    for r, group, c_last, c_mean in zip(records, samples, last, mean):
+        out.append({**r, "responses": group, "gold": [score_record(r, s) for s in group],
+                    "context_last_hidden": c_last.tolist(), "context_mean_input_embedding": c_mean.tolist()})
+    write_jsonl(out, out_path)
+
+
+# ---------------------------------------------------------------- reward models
+
+
+def build_rm_pairs(sft_dir: str, split_paths: dict[str, str], samples: int, temperature: float, seed: int,
+                   threads: int, device: str, out_paths: dict[str, str]) -> None:
+    """Gold-labelled pairs from the SFT policy's own samples, one file per split."""
+    from rmroute.rewards.pool import preference_pairs
+
+    models.set_threads(threads)
+    policy = models.load_policy(sft_dir, device=device)
+    tokenizer = models.load_tokenizer(sft_dir)
+    for i, (split, path) in enumerate(sorted(split_paths.items())):
+        records = read_jsonl(path)
+        groups = models.generate(policy, tokenizer, [r["prompt"] for r in records], n=samples, temperature=temperature,
+                                 max_new_tokens=24, seed=seed + 7919 * (i + 1), progress=True)
+        write_jsonl(preference_pairs(records, groups, seed + i), out_paths[split])
+
+
+def train_rm(sft_dir: str, pairs_path: str, row: dict, rm_training: dict, seed: int, threads: int, device: str, out_dir: str) -> None:
+    from rmroute.rewards.pool import parse_mix, rm_training_pairs, train_reward_model
+
+    models.set_threads(threads)
+    models.set_seed(seed)
+    tokenizer = models.load_tokenizer(sft_dir)
+    pairs = rm_training_pairs(read_jsonl(pairs_path), parse_mix(row["domain_mix"]), int(row["n_pairs"]),
+                              float(row["label_noise"]), seed)
+    model = train_reward_model(sft_dir, tokenizer, pairs, loss=row["loss"], steps=rm_training["steps"],
+                               batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
+                               bsr_coef=rm_training.get("bsr_coef", 1e-3),
+                               bsr_batch_scale=rm_training.get("bsr_batch_scale", False), use_cpu=device == "cpu")
+    models.save_atomic(model, tokenizer, out_dir)
+
+
+def load_pool(pool_rows: list[dict], device: str):
+    from rmroute.rewards.pool import RewardModel
+
+    return [RewardModel(rm_id=r["rm_id"], source=r["path"], dtype=r["dtype"], batch_size=int(r["batch_size"]),
+                        max_length=int(r["max_length"]), trust_remote_code=bool(r["trust_remote_code"]), device=device)
+            for r in pool_rows]
+
+
+def rm_behaviour(pool_rows: list[dict], pair_paths: dict[str, str], threads: int, device: str, out_path: str) -> None:
+    """Every RM scores every pair of the given splits (offline only): one row per pair and RM."""
+    models.set_threads(threads)
+    rows = []
+    for rm in load_pool(pool_rows, device):
+        for split, path in sorted(pair_paths.items()):
+            pairs = read_jsonl(path)
+            prompts = [p["prompt"] for p in pairs]
+            sc = rm.score(prompts, [p["chosen"] for p in pairs])
+            sr = rm.score(prompts, [p["rejected"] for p in pairs])
+            for p, a, b in zip(pairs, sc, sr):
+                rows.append({"split": split, "pair_id": p["id"], "domain": p["domain"], "rm": rm.rm_id,
+                             "score_chosen": a, "score_rejected": b, "correct": int(a > b),
+                             "gold_tie": int(p["chosen_gold"] == p["rejected_gold"])})
+    write_table(pd.DataFrame(rows), out_path)
+
+
+# ---------------------------------------------------------------- one routed iteration
+
+
+def _router_for(method: dict, n_arms: int, dim: int, seed: int, offline_dir: str | None):
+    from rmroute.routers import OfflineRouter, arm_embeddings, make_router
+
+    kind = method["router"]
+    if kind == "single":
+        return make_router("single", n_arms, dim, seed, arm=method["arm"])
+    if kind == "linucb":
+        return make_router("linucb", n_arms, dim, seed, alpha=method["alpha"])
+    if kind == "exp3":
+        return make_router("exp3", n_arms, dim, seed, gamma=method["gamma"])
+    if kind in ("thompson", "offline-only"):
+        prior = arm_embeddings(OfflineRouter.load(offline_dir))
+        if kind == "offline-only":
+            return make_router("offline-only", n_arms, dim, seed, arm_embeddings=prior)
+        return make_router("thompson", n_arms, dim, seed, prior_means=prior if method["prior"] == "offline" else None,
+                           lambda0=method["lambda0"], noise_var=method["sigma2"])
+    if kind == "random":
+        return make_router("random", n_arms, dim, seed)
+    return None  # ensemble and oracle score with every RM
+
+
+def route_and_score(rollouts_path: str, method: dict, pool_rows: list[dict], previous_state: str | None,
+                    offline_dir: str | None, seed: int, it: int, threads: int, device: str,
+                    out_pairs: str, out_routing: str, out_state: str) -> None:
+    """Route this iteration's rollouts; only the routed RM scores. The router continues from the
+    previous iteration's state (including its random generator)."""
+    from rmroute.routers import load_state, make_normaliser
+    from rmroute.routing import route_and_score as route
+
+    models.set_threads(threads)
+    groups = read_jsonl(rollouts_path)
+    for g in groups:
+        g["context"] = g[f"context_{method['context']}"]
+    pool = load_pool(pool_rows, device)
+    pair_contexts, dim = None, len(groups[0]["context"])
+    if method["router"] in ("thompson", "offline-only"):
+        from rmroute.offline_data import PairEncoder
+
+        encoder = PairEncoder(offline_dir, device=device)
+        pair_contexts, dim = encoder.candidate_contexts, encoder.dim
+    router = _router_for(method, len(pool), dim, seed, offline_dir)
+    normaliser = make_normaliser(method["normaliser"], **({"n_arms": len(pool)} if method["normaliser"] == "ema-z" else {}))
+    if previous_state:
+        state = load_state(previous_state)
+        if router is not None:
+            router.load_state_dict(state["router"])
+        normaliser.load_state_dict(state["normaliser"])
+    pairs, decisions = route(groups, method, pool, router, pair_contexts=pair_contexts, seed=seed * 1000 + it, progress=True)
+    write_jsonl(pairs, out_pairs)
+    frame = pd.DataFrame(decisions)
+    frame.insert(0, "iteration", it)
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "method", method["name"])
+    write_table(frame, out_routing)
+    save_router_state({"router": router.state_dict() if router is not None else {},
+                       "normaliser": normaliser.state_dict()}, out_state)
+
+
+def bandit_rewards(routing: pd.DataFrame, pairs: list[dict], losses: np.ndarray, reward: str, batch_prompts: int) -> pd.Series:
+    """Raw bandit reward per decision from the training loss of the pairs it produced.
+
+    neg_loss (LASeR): −mean loss of the decision's pairs. advantage (BayesianRouter): mean loss of
+    the batch the pair trained in minus the pair's loss. Decisions that produced no pair get NaN
+    and no update.
+    """
+    frame = pd.DataFrame({"decision_id": [p["decision_id"] for p in pairs], "prompt_id": [p["prompt_id"] for p in pairs],
+                          "loss": losses})
+    if reward == "advantage":
+        order = {q: i // batch_prompts for i, q in enumerate(dict.fromkeys(routing["query_id"]))}
+        frame["batch"] = frame["prompt_id"].map(order)
+        frame["value"] = frame.groupby("batch")["loss"].transform("mean") - frame["loss"]
+    elif reward == "neg_loss":
+        frame["value"] = -frame["loss"]
+    else:
+        raise ValueError(f"reward {reward!r}: expected 'neg_loss' or 'advantage'")
+    per_decision = frame.groupby("decision_id")["value"].mean()
+    return routing["decision_id"].map(per_decision)
+
+
+def dpo_iteration(policy_dir: str, reference_dir: str, pairs_path: str, routing_path: str, state_path: str,
+                  offline_dir: str | None, method: dict, seed: int, it: int, threads: int, device: str,
+                  out_policy: str, out_state: str, out_decisions: str) -> None:
+    """DPO on the routed pairs, then the bandit feedback: per-pair training loss -> reward ->
+    normaliser -> router update. Writes the new policy, router state and decision log."""
+    from rmroute.dpo import pair_losses, train_dpo
+    from rmroute.routers import load_state, make_normaliser
+
+    models.set_threads(threads)
+    models.set_seed(seed * 1000 + it)
+    tokenizer = models.load_tokenizer(policy_dir)
+    policy = models.load_policy(policy_dir, device=device).train()
+    reference = models.load_policy(reference_dir, device=device)
+    pairs = read_jsonl(pairs_path)
+    train_dpo(policy, reference, tokenizer, pairs, method, seed=seed * 1000 + it, use_cpu=device == "cpu")
+    policy.eval()
+    routing = pd.read_parquet(routing_path)
+    losses = pair_losses(policy, reference, tokenizer, pairs, method)
+    routing["bandit_reward_raw"] = bandit_rewards(routing, pairs, losses, method["reward"], method["batch_prompts"]).to_numpy()
+    state = load_state(state_path)
+    router = None
+    if method["router"] in ("linucb", "exp3", "thompson"):
+        n_arms, dim = int(state["router"]["n_arms"]), int(state["router"]["dim"])
+        router = _router_for(method, n_arms, dim, seed, offline_dir)
+    normaliser = make_normaliser(method["normaliser"], **({"n_arms": int(routing["arm"].max()) + 1} if method["normaliser"] == "ema-z" else {}))
+    normaliser.load_state_dict(state["normaliser"])
+    routing["bandit_reward_norm"] = np.nan
+    # One update per decision (a per-batch decision spans several query rows with one context).
+    first = routing.drop_duplicates("decision_id")
+    first = first[first["bandit_reward_raw"].notna()]
+    if router is not None and len(first):
+        router.load_state_dict(state["router"])
+        raw = first["bandit_reward_raw"].to_numpy(dtype=float)
+        arms = first["arm"].to_numpy(dtype=np.int64)
+        norm = normaliser(raw, arms) if method["normaliser"] == "ema-z" else normaliser(raw)
+        contexts = np.stack(first["context"].map(np.asarray).to_list())
+        router.update(contexts, arms, norm)
+        routing["bandit_reward_norm"] = routing["decision_id"].map(dict(zip(first["decision_id"], norm)))
+    models.save_atomic(policy, tokenizer, out_policy)
+    save_router_state({"router": router.state_dict() if router is not None else state["router"],
+                       "normaliser": normaliser.state_dict()}, out_state)
+    write_table(routing.drop(columns=["context"]), out_decisions)
+
