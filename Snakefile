@@ -1,0 +1,29 @@
+# RMRoute: reward-model routing for iterative DPO.
+#   snakemake --cores all                     embedded testbed default (config/config.yaml)
+#   snakemake --cores all --configfile config/paper.yaml --profile profiles/slurm
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# A --configfile replaces the default instead of being merged into it: a config names its own
+# methods and RMs, and merging would silently add the default's.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/policy.smk"
+include: "workflow/rules/rewards.smk"
+include: "workflow/rules/offline_router.smk"
+include: "workflow/rules/iterate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

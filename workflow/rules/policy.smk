@@ -1,0 +1,101 @@
+# The policy: tokenizer + tiny Llama built and SFT-trained (or any HF causal LM), its evaluation,
+# and the rollouts of each iteration.
+
+
+rule sft_policy:
+    input:
+        sft=f"{R}/data/sft.jsonl",
+    output:
+        policy=directory(f"{R}/models/sft"),
+    params:
+        policy=config["policy"],
+        sft=config["sft"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_dpo"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
+    log:
+        f"{R}/logs/sft_policy.log",
+    benchmark:
+        f"{R}/benchmarks/rules/sft_policy.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/sft_policy.py"
+
+
+rule evaluate_sft:
+    input:
+        policy=rules.sft_policy.output.policy,
+        test=f"{R}/data/test.jsonl",
+    output:
+        table=f"{R}/eval/sft.tsv",
+        outputs=f"{R}/eval/sft_outputs.jsonl",
+    params:
+        max_new_tokens=config["evaluation"]["max_new_tokens"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_rollout"],
+        mem_mb=config["resources"]["mem_mb"],
+    log:
+        f"{R}/logs/evaluate_sft.log",
+    benchmark:
+        f"{R}/benchmarks/rules/evaluate_sft.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule rollout_sft:
+    input:
+        policy=rules.sft_policy.output.policy,
+        prompts=f"{R}/data/rollout.jsonl",
+    output:
+        rollouts=f"{R}/rollouts/sft/{{seed}}.jsonl",
+    params:
+        budget=config["budget"],
+        it=1,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_rollout"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
+    log:
+        f"{R}/logs/rollout_sft/{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/rules/rollout_sft/{{seed}}.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/rollout.py"
+
+
+rule rollout:
+    input:
+        policy=get_previous_policy,
+        prompts=f"{R}/data/rollout.jsonl",
+    output:
+        rollouts=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/rollouts.jsonl",
+    params:
+        budget=config["budget"],
+        it=iteration_number,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_rollout"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
+    log:
+        f"{R}/logs/rollout/{{method}}/{{seed}}/it{{it}}.log",
+    benchmark:
+        f"{R}/benchmarks/rules/rollout/{{method}}/{{seed}}/it{{it}}.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/rollout.py"

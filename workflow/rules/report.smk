@@ -1,0 +1,62 @@
+# Tables (tidy TSV + Markdown twin) and figures (PNG + PDF) from every run.
+
+
+rule sft_table:
+    input:
+        table=rules.evaluate_sft.output.table,
+    output:
+        table=report(f"{R}/tables/sft_accuracy.tsv", caption="../report/sft_accuracy.rst", category="Policy"),
+    log:
+        f"{R}/logs/sft_table.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/sft_table.py"
+
+
+rule policy_tables:
+    input:
+        sft=rules.evaluate_sft.output.table,
+        evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m in METHODS for s in SEEDS for i in ITERATIONS],
+    output:
+        accuracy=f"{R}/tables/policy_accuracy.tsv",
+        win_rate=f"{R}/tables/win_rate_vs_sft.tsv",
+        laser=report(f"{R}/tables/laser_table1.tsv", caption="../report/laser_table1.rst", category="Policy"),
+        png=report(f"{R}/figures/accuracy_vs_iteration.png", caption="../report/accuracy_vs_iteration.rst", category="Policy"),
+        pdf=f"{R}/figures/accuracy_vs_iteration.pdf",
+    params:
+        runs=[(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS],
+        methods=list(METHODS),
+        seeds=SEEDS,
+        final_iteration=ITERATIONS[-1],
+    log:
+        f"{R}/logs/policy_tables.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/policy_tables.py"
+
+
+rule router_tables:
+    input:
+        decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in METHODS for s in SEEDS],
+        benchmarks=[
+            f"{R}/benchmarks/rules/{stage}/{m}/{s}/it{i}.tsv"
+            for stage in ("route_and_score", "dpo")
+            for m in METHODS
+            for s in SEEDS
+            for i in ITERATIONS
+        ],
+    output:
+        choices=report(f"{R}/tables/router_choices.tsv", caption="../report/router_choices.rst", category="Routers"),
+        cost=f"{R}/tables/cost.tsv",
+        png=report(f"{R}/figures/router_choices.png", caption="../report/router_choices.rst", category="Routers"),
+        pdf=f"{R}/figures/router_choices.pdf",
+    params:
+        runs=[(stage, m, s, i) for stage in ("route_and_score", "dpo") for m in METHODS for s in SEEDS for i in ITERATIONS],
+    log:
+        f"{R}/logs/router_tables.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/router_tables.py"

@@ -1,0 +1,93 @@
+# The RM pool: gold-labelled pairs from SFT samples, one RM per sheet row (BT or BSR, each on its
+# own domain mix), every RM's behaviour on held-out pairs, and the RewardBench-style table.
+
+
+rule rm_pairs:
+    input:
+        policy=rules.sft_policy.output.policy,
+        splits=expand(f"{R}/data/{{split}}.jsonl", split=PAIR_SPLITS),
+    output:
+        pairs=expand(f"{R}/data/pairs/{{split}}.jsonl", split=PAIR_SPLITS),
+    params:
+        samples=config["rm_training"]["samples_per_prompt"],
+        temperature=config["rm_training"]["temperature"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_rollout"],
+        mem_mb=config["resources"]["mem_mb"],
+    log:
+        f"{R}/logs/rm_pairs.log",
+    benchmark:
+        f"{R}/benchmarks/rules/rm_pairs.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/rm_pairs.py"
+
+
+rule train_rm:
+    input:
+        policy=rules.sft_policy.output.policy,
+        pairs=f"{R}/data/pairs/rm_train.jsonl",
+    output:
+        rm=directory(f"{R}/rms/{{rm}}"),
+    params:
+        row=get_rm_row,
+        rm_training=config["rm_training"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_score"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
+    log:
+        f"{R}/logs/train_rm/{{rm}}.log",
+    benchmark:
+        f"{R}/benchmarks/rules/train_rm/{{rm}}.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/train_rm.py"
+
+
+rule rm_behaviour:
+    input:
+        rms=trained_rm_dirs(),
+        pairs=expand(f"{R}/data/pairs/{{split}}.jsonl", split=BEHAVIOUR_SPLITS),
+    output:
+        behaviour=f"{R}/behaviour/behaviour.parquet",
+    params:
+        pool=rm_pool_records(),
+        splits=BEHAVIOUR_SPLITS,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=config["resources"]["gpu_score"],
+        mem_mb=config["resources"]["mem_mb"],
+    log:
+        f"{R}/logs/rm_behaviour.log",
+    benchmark:
+        f"{R}/benchmarks/rules/rm_behaviour.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/rm_behaviour.py"
+
+
+rule rm_accuracy:
+    input:
+        behaviour=rules.rm_behaviour.output.behaviour,
+    output:
+        table=report(f"{R}/tables/rm_accuracy.tsv", caption="../report/rm_accuracy.rst", category="Reward models"),
+        complementarity=f"{R}/tables/rm_complementarity.tsv",
+        png=report(f"{R}/figures/rm_accuracy.png", caption="../report/rm_accuracy.rst", category="Reward models"),
+        pdf=f"{R}/figures/rm_accuracy.pdf",
+    log:
+        f"{R}/logs/rm_accuracy.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/rm_accuracy.py"
