@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rmroute.testbed import DOMAINS
+from rmroute.testbed import ATTRIBUTES, DOMAINS
 
 ROUTERS = ("single", "random", "ensemble", "oracle", "linucb", "exp3", "thompson", "offline-only")
 DEFAULT_GRANULARITY = {
@@ -195,6 +195,14 @@ def check_config(config: dict, root: str | os.PathLike) -> None:
         raise ConfigError(f"results_dir: {config['results_dir']!r} escapes the project directory")
     if len(set(config["seeds"])) != len(config["seeds"]):
         raise ConfigError(f"seeds: repeated values in {config['seeds']}")
+    testbed = config["testbed"]
+    most_options = min(len(values) for values in ATTRIBUTES.values())
+    if testbed["mc_options"] > most_options:
+        raise ConfigError(f"testbed.mc_options: {testbed['mc_options']} options, but each fact attribute has only "
+                          f"{most_options} values; use at most {most_options}")
+    if testbed["reverse_min_words"] > testbed["reverse_max_words"]:
+        raise ConfigError(f"testbed.reverse_min_words: {testbed['reverse_min_words']} exceeds "
+                          f"testbed.reverse_max_words ({testbed['reverse_max_words']})")
     sft = config["sft"]
     sft.setdefault("mix", {domain: 1.0 for domain in DOMAINS})  # the schema leaves it optional: equal weights
     policy = config["policy"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -225,9 +226,13 @@ def train_offline_router(
     val, train = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
     weights = torch.ones(len(train))
     if cfg.balance_pairs:
-        weights = torch.as_tensor(balanced_row_weights(c[train].numpy()), dtype=torch.float32)
-        if weights.sum() == 0:
-            raise ValueError("balance_pairs=True leaves no training row: no verdict pattern occurs with its complement")
+        balanced = torch.as_tensor(balanced_row_weights(c[train].numpy()), dtype=torch.float32)
+        if balanced.sum() > 0:
+            weights = balanced
+        else:
+            # Every disagreement pattern is one-sided (one RM always the right one): nothing can be
+            # balanced, so the rows keep equal weights rather than the router learning nothing.
+            warnings.warn("offline router: no verdict pattern occurs with its complement; training unbalanced")
 
     # Seeded inside a forked RNG so the caller's global torch state is left as it was.
     with torch.random.fork_rng(devices=[]):
