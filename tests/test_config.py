@@ -151,7 +151,6 @@ CASES = [
          [put("methods.ensemble-mean.granularity", "pair")]),
     Case("thompson-per-batch", ("methods.ts.granularity",), [put("methods.ts", {"router": "thompson", "granularity": "batch"})]),
     Case("pair-granularity-with-top-vs-next", ("methods.random.pair_rule",), [put("methods.random.granularity", "pair")]),
-    Case("random-routed-per-batch", ("methods.laser.pair_rule",), [put("methods.laser.pair_rule", "random_routed")]),
     Case("method-name-with-space", ("methods", "laser v2"), [put("methods.laser v2", {"router": "linucb"})]),
     Case("no-methods", ("methods",), [put("methods", {})]),
     # recipes

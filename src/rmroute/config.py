@@ -65,8 +65,6 @@ def resolve_methods(config: dict, rm_ids: list[str]) -> dict[str, dict]:
             raise ConfigError(f"{where}.granularity: 'pair' needs a pair-context router (thompson, offline-only, random, single)")
         if method["granularity"] == "pair" and method["pair_rule"] != "random_routed":
             raise ConfigError(f"{where}.pair_rule: per-pair routing needs pair_rule 'random_routed', got {method['pair_rule']!r}")
-        if method["granularity"] != "pair" and method["pair_rule"] == "random_routed":
-            raise ConfigError(f"{where}.pair_rule: 'random_routed' needs granularity 'pair', got {method['granularity']!r}")
         if method["pairs_per_prompt"] >= budget["samples_per_prompt"] and method["pair_rule"] == "top_vs_next":
             raise ConfigError(
                 f"budget.pairs_per_prompt: top_vs_next pairs the top sample with the next P, so P must be below "

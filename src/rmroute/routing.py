@@ -140,7 +140,9 @@ def route_and_score(groups: list[dict], method: dict, pool: list, router=None, *
             n = len(grp["responses"])
             if kind == "ensemble":
                 matrix = np.array([[cache.get(k, g, i) for i in range(n)] for k in range(len(pool))])
-                scores, rm_name, k = combine_scores(method["combine"], matrix).tolist(), f"ensemble:{method['combine']}", -1
+                options = {"k": method["uncertainty_k"]} if method["combine"] == "uncertainty" else {}
+                scores = combine_scores(method["combine"], matrix, **options).tolist()
+                rm_name, k = f"ensemble:{method['combine']}", -1
             elif kind == "oracle":
                 agreement = [_pairwise_agreement([cache.get(k, g, i) for i in range(n)], grp["gold"]) for k in range(len(pool))]
                 best = max(agreement)
@@ -149,7 +151,11 @@ def route_and_score(groups: list[dict], method: dict, pool: list, router=None, *
             else:
                 k = arm
                 scores, rm_name = [cache.get(k, g, i) for i in range(n)], names[k]
-            built = build_pairs(rule, grp["responses"], scores, per_prompt)
+            if rule == "random_routed":  # BayesianRouter's pair rule with one RM's scores for the whole group
+                pair_scores = {(a, b): (scores[a], scores[b]) for a, b in candidate_pairs(n)}
+                built = random_routed(grp["responses"], pair_scores, per_prompt, method["tie_threshold"], rng)
+            else:
+                built = build_pairs(rule, grp["responses"], scores, per_prompt)
             decision_id = f"b{bi}" if granularity == "batch" else grp["id"]
             emit(g, built, decision_id, rm_name, _top_gap(scores), ctx, k, seconds, calls if g == block[0] else 0)
     return pairs, decisions

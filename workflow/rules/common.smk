@@ -6,9 +6,11 @@ from pathlib import Path
 PROJECT = Path(workflow.basedir)
 # Jobs import the library from src/ whether or not it is pip-installed in their environment.
 sys.path.insert(0, str(PROJECT / "src"))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT / "src"), os.environ.get("PYTHONPATH")]))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.update(
+    PYTHONPATH=str(PROJECT / "src"),
+    HF_HUB_OFFLINE="1",  # nothing is downloaded at run time
+    TOKENIZERS_PARALLELISM="false",
+)
 
 from rmroute.config import load_config  # noqa: E402
 from rmroute.testbed import OOD_SPLIT, SPLITS  # noqa: E402

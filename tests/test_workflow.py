@@ -1,0 +1,100 @@
+"""The workflow as a user runs it: DAG building, lint, and the whole DAG end to end on the tiny
+`.test` config (CI), checking the output contract the README documents."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
+TEST_RESULTS = ROOT / ".test" / "results"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_default_dag_builds():
+    result = run_snakemake("-n", "--cores", "2", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_test_dag_builds():
+    result = run_snakemake("-n", "--cores", "2", "--quiet", "rules", "--configfile", str(TEST_CONFIG))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_lint_is_clean():
+    result = run_snakemake("--lint")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    """The whole DAG of the .test config, from nothing."""
+    shutil.rmtree(TEST_RESULTS, ignore_errors=True)
+    result = run_snakemake("--cores", "2", "--configfile", str(TEST_CONFIG))
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return TEST_RESULTS
+
+
+@pytest.mark.workflow
+def test_tables_follow_the_output_contract(tiny_run):
+    tables = tiny_run / "tables"
+    expected = {
+        "sft_accuracy": ["domain", "accuracy"],
+        "rm_accuracy": ["rm", "domain", "accuracy"],
+        "policy_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
+        "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds"],
+        "router_choices": ["method", "domain", "rm", "count"],
+        "offline_router": ["split", "router_accuracy"],
+        "routing_sim": ["router", "seed", "labelling_accuracy", "regret"],
+    }
+    for name, columns in expected.items():
+        table = pd.read_csv(tables / f"{name}.tsv", sep="\t")
+        assert set(columns) <= set(table.columns), (name, list(table.columns))
+        assert len(table) > 0, name
+        assert (tables / f"{name}.md").exists(), name
+    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret"):
+        assert (tiny_run / "figures" / f"{name}.png").stat().st_size > 0
+        assert (tiny_run / "figures" / f"{name}.pdf").stat().st_size > 0
+
+
+@pytest.mark.workflow
+def test_policy_accuracy_covers_every_run(tiny_run):
+    import yaml
+
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    acc = pd.read_csv(tiny_run / "tables" / "policy_accuracy.tsv", sep="\t")
+    assert set(acc["method"]) == set(config["methods"])
+    assert set(acc["seed"]) == set(config["seeds"])
+    assert set(acc["iteration"]) == set(range(config["budget"]["iterations"] + 1))
+    assert acc["accuracy"].between(0, 1).all()
+
+
+@pytest.mark.workflow
+def test_decisions_log_every_routed_choice(tiny_run):
+    decisions = pd.read_parquet(tiny_run / "decisions" / "rm-a" / "0.parquet")
+    for column in ("method", "seed", "iteration", "query_id", "domain", "rm", "score_gap", "bandit_reward_raw",
+                   "bandit_reward_norm", "gold_agreement", "route_seconds", "rm_calls"):
+        assert column in decisions.columns, column
+    assert set(decisions["rm"]) == {"rm_a"}  # a single-RM method never routes elsewhere
+    ensemble = pd.read_parquet(tiny_run / "decisions" / "ensemble-mean" / "0.parquet")
+    single_calls = decisions.groupby("iteration")["rm_calls"].sum()
+    ensemble_calls = ensemble.groupby("iteration")["rm_calls"].sum()
+    assert (ensemble_calls == 2 * single_calls).all()  # the 2-RM ensemble pays for both RMs
+    laser = pd.read_parquet(tiny_run / "decisions" / "laser" / "0.parquet")
+    assert laser["bandit_reward_norm"].dropna().between(0, 1).all()
+
+
+@pytest.mark.workflow
+def test_no_temporary_files_are_left(tiny_run):
+    leftovers = [p for p in tiny_run.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
