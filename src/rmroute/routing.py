@@ -46,17 +46,22 @@ def _pairwise_agreement(scores: list[float], gold: list[float]) -> float:
 class _ScoreCache:
     """Scores each (RM, prompt, response) once and counts the calls per RM."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, noise_sigma: float = 0.0, seed: int = 0):
         self.pool = pool
         self.cache: dict[tuple[int, int, int], float] = {}
+        # LASeR's robustness test: Gaussian noise on every RM score a method sees.
+        self.noise_sigma = noise_sigma
+        self.noise = np.random.default_rng(seed)
 
     def score(self, k: int, groups: list[dict], wanted: list[tuple[int, int]]) -> None:
         todo = [(g, i) for g, i in wanted if (k, g, i) not in self.cache]
         if not todo:
             return
         values = self.pool[k].score([groups[g]["prompt"] for g, _ in todo], [groups[g]["responses"][i] for g, i in todo])
+        if self.noise_sigma > 0:
+            values = np.asarray(values) + self.noise.normal(0.0, self.noise_sigma, len(values))
         for (g, i), v in zip(todo, values):
-            self.cache[(k, g, i)] = v
+            self.cache[(k, g, i)] = float(v)
 
     def get(self, k: int, g: int, i: int) -> float:
         return self.cache[(k, g, i)]
@@ -72,7 +77,7 @@ def route_and_score(groups: list[dict], method: dict, pool: list, router=None, *
     from tqdm.auto import tqdm
 
     rng = random.Random(seed)
-    cache = _ScoreCache(pool)
+    cache = _ScoreCache(pool, method.get("noise_sigma", 0.0), seed)
     rule, per_prompt = method["pair_rule"], method["pairs_per_prompt"]
     kind, granularity = method["router"], method["granularity"]
     pairs: list[dict] = []
@@ -102,16 +107,19 @@ def route_and_score(groups: list[dict], method: dict, pool: list, router=None, *
             cands = candidate_pairs(len(grp["responses"]))
             start = time.perf_counter()
             ctx = pair_contexts(grp, cands)
-            arms = router.select(ctx)
-            wanted: dict[int, list] = {}
-            for (a, b), k in zip(cands, arms):
-                wanted.setdefault(int(k), []).extend([(g, a), (g, b)])
-            calls = 0
-            for k, idx in wanted.items():
-                before = len(cache.cache)
-                cache.score(k, groups, idx)
-                calls += len(cache.cache) - before
-            pair_scores = {(a, b): (cache.get(int(k), g, a), cache.get(int(k), g, b)) for (a, b), k in zip(cands, arms)}
+            if method.get("fused"):
+                pair_scores, arms, calls = _fused_pair_scores(cache, groups, g, cands, router.mean_scores(ctx))
+            else:
+                arms = router.select(ctx)
+                wanted: dict[int, list] = {}
+                for (a, b), k in zip(cands, arms):
+                    wanted.setdefault(int(k), []).extend([(g, a), (g, b)])
+                calls = 0
+                for k, idx in wanted.items():
+                    before = len(cache.cache)
+                    cache.score(k, groups, idx)
+                    calls += len(cache.cache) - before
+                pair_scores = {(a, b): (cache.get(int(k), g, a), cache.get(int(k), g, b)) for (a, b), k in zip(cands, arms)}
             built = random_routed(grp["responses"], pair_scores, per_prompt, method["tie_threshold"], rng)
             seconds = (time.perf_counter() - start) / len(cands)
             for j, ((a, b), k) in enumerate(zip(cands, arms)):
@@ -159,6 +167,22 @@ def route_and_score(groups: list[dict], method: dict, pool: list, router=None, *
             decision_id = f"b{bi}" if granularity == "batch" else grp["id"]
             emit(g, built, decision_id, rm_name, _top_gap(scores), ctx, k, seconds, calls if g == block[0] else 0)
     return pairs, decisions
+
+
+def _fused_pair_scores(cache: _ScoreCache, groups: list[dict], g: int, cands: list, mean_scores: np.ndarray):
+    """BayesianRouter's weighted-score fusion ablation: every RM scores, and each candidate pair is
+    judged by the RMs' z-scored rewards weighted by softmax of the router's posterior-mean scores.
+    The arm credited with the decision is the highest-weighted RM."""
+    n = len(groups[g]["responses"])
+    k_arms = mean_scores.shape[1]
+    for k in range(k_arms):
+        cache.score(k, groups, [(g, i) for i in range(n)])
+    z = np.array([[cache.get(k, g, i) for i in range(n)] for k in range(k_arms)])
+    z = (z - z.mean(1, keepdims=True)) / np.where(z.std(1, keepdims=True) > 0, z.std(1, keepdims=True), 1.0)
+    weights = np.exp(mean_scores - mean_scores.max(1, keepdims=True))
+    weights /= weights.sum(1, keepdims=True)
+    scores = {(a, b): (float(w @ z[:, a]), float(w @ z[:, b])) for (a, b), w in zip(cands, weights)}
+    return scores, weights.argmax(1), k_arms * n
 
 
 def router_dim(router) -> int:

@@ -61,9 +61,14 @@ def save_router_state(state: dict, json_path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------- data and policy
 
 
-def prepare_data(testbed: dict, seed: int, out_dir: str | os.PathLike) -> None:
-    cfg = TestbedConfig(seed=seed, **testbed)
-    splits = generate_splits(cfg)
+def prepare_data(testbed: dict, seed: int, out_dir: str | os.PathLike, hf_data: dict | None = None) -> None:
+    """The testbed's splits, generated, or filled from Hugging Face datasets at paper scale."""
+    if hf_data:
+        from rmroute.hf_data import hf_splits
+
+        splits = {**hf_splits(hf_data, testbed["split_sizes"], testbed.get("ood_size", 0), seed), "facts": []}
+    else:
+        splits = generate_splits(TestbedConfig(seed=seed, **testbed))
     for name, records in splits.items():
         write_jsonl(records, Path(out_dir) / f"{name}.jsonl")
 
@@ -174,7 +179,8 @@ def load_pool(pool_rows: list[dict], device: str):
     from rmroute.rewards.pool import RewardModel
 
     return [RewardModel(rm_id=r["rm_id"], source=r["path"], dtype=r["dtype"], batch_size=int(r["batch_size"]),
-                        max_length=int(r["max_length"]), trust_remote_code=bool(r["trust_remote_code"]), device=device)
+                        max_length=int(r["max_length"]), trust_remote_code=bool(r["trust_remote_code"]),
+                        chat_template=r.get("chat_template", "none"), device=device)
             for r in pool_rows]
 
 

@@ -35,6 +35,8 @@ SYLLABLES = ("ka", "lo", "mi", "zu", "re", "po", "ta", "vi", "ne", "su", "bo", "
 class TestbedConfig:
     """Difficulty knobs and split sizes of the testbed (see config/README.md for each key)."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     seed: int = 0  # one seed for everything generated
     arith_max_number: int = 20  # operands are drawn from 1..arith_max_number
     arith_two_step_fraction: float = 0.3  # share of problems with two operations (harder)

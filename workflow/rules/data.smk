@@ -6,6 +6,7 @@ rule prepare_data:
         splits=expand(f"{R}/data/{{split}}.jsonl", split=ALL_SPLITS),
     params:
         testbed=config["testbed"],
+        hf_data=config.get("hf_data"),
         seed=config["seed"],
     log:
         f"{R}/logs/prepare_data.log",

@@ -6,4 +6,5 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 from rmroute.stages import prepare_data  # noqa: E402
 
-prepare_data(snakemake.params.testbed, snakemake.params.seed, Path(snakemake.output.splits[0]).parent)
+prepare_data(snakemake.params.testbed, snakemake.params.seed, Path(snakemake.output.splits[0]).parent,
+             snakemake.params.hf_data)

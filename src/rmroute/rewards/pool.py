@@ -117,6 +117,7 @@ class RewardModel:
     batch_size: int = 64
     max_length: int = 256
     trust_remote_code: bool = False
+    chat_template: str = "none"  # "tokenizer": wrap (prompt, response) in the RM tokenizer's chat template
     device: str = "auto"
     calls: int = 0
     seconds: float = 0.0
@@ -133,12 +134,17 @@ class RewardModel:
         """Rewards for (prompt, response) rows; responses end with EOS as in RM training."""
         self.load()
         start = time.perf_counter()
-        eos = self._tokenizer.eos_token or ""
-        texts = [r if r.endswith(eos) else r + eos for r in responses]
+        if self.chat_template == "tokenizer":
+            texts = [self._tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                                         tokenize=False) for p, r in zip(prompts, responses)]
+            prompts = [""] * len(texts)
+        else:
+            eos = self._tokenizer.eos_token or ""
+            texts = [r if r.endswith(eos) else r + eos for r in responses]
         out = models.rm_scores(self._model, self._tokenizer, prompts, texts, batch_size=self.batch_size, max_length=self.max_length)
         self.seconds += time.perf_counter() - start
         self.calls += len(prompts)
         bad = [i for i, s in enumerate(out) if not math.isfinite(s)]
         if bad:
-            raise ValueError(f"RM {self.rm_id!r} returned non-finite scores for rows {bad[:5]} (prompt {prompts[bad[0]][:60]!r})")
+            raise ValueError(f"RM {self.rm_id!r} returned non-finite scores for rows {bad[:5]} (text {texts[bad[0]][:60]!r})")
         return out

@@ -1,0 +1,128 @@
+"""Models on tiny local artefacts: the same loading code as the paper scale (save_pretrained
+directories through from_pretrained, safetensors only), sampling determinism, BSR, and the
+per-pair DPO loss that feeds the bandits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from rmroute import models
+from rmroute.dpo import pair_losses
+from rmroute.rewards.losses import bsr_penalty
+from rmroute.rewards.pool import RewardModel, parse_mix, preference_pairs, rm_training_pairs
+from rmroute.testbed import TestbedConfig, generate_splits
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tokenizer, a policy and an RM saved with save_pretrained, as any local checkpoint would be."""
+    root = tmp_path_factory.mktemp("tiny")
+    splits = generate_splits(TestbedConfig(n_entities=20, split_sizes={"sft": 60, "rm_train": 10, "router_offline": 5,
+                                                                       "rollout": 10, "test": 8}, ood_size=4))
+    tok = models.train_tokenizer([r["prompt"] + r["answer"] for r in splits["sft"]], 400)
+    torch.manual_seed(0)
+    policy = models.build_policy(tok, 32, 1, 2, 64, 128)
+    models.save_atomic(policy, tok, root / "policy")
+    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=64, num_labels=1,
+                                                    pad_token_id=tok.pad_token_id))
+    models.save_atomic(rm, tok, root / "rm")
+    return root, splits
+
+
+def test_checkpoints_are_safetensors_and_reload(tiny):
+    root, _ = tiny
+    assert (root / "policy" / "model.safetensors").exists()
+    assert not list(root.rglob("*.bin"))
+    policy = models.load_policy(root / "policy", device="cpu")
+    assert policy.config.hidden_size == 32
+    assert models.load_tokenizer(root / "policy").padding_side == "left"
+
+
+def test_a_local_rm_path_goes_through_the_pool_loader(tiny):
+    root, splits = tiny
+    rm = RewardModel("local", str(root / "rm"), device="cpu")
+    prompts = [r["prompt"] for r in splits["test"]]
+    scores = rm.score(prompts, [r["answer"] for r in splits["test"]])
+    assert len(scores) == len(prompts) and all(math.isfinite(s) for s in scores)
+    assert rm.calls == len(prompts)
+    # Left padding must not change a row's score: score one row alone and inside the batch.
+    alone = rm.score(prompts[:1], [splits["test"][0]["answer"]])
+    assert alone[0] == pytest.approx(scores[0], abs=1e-5)
+
+
+def test_sampling_is_deterministic_for_a_seed(tiny):
+    root, splits = tiny
+    policy = models.load_policy(root / "policy", device="cpu")
+    tok = models.load_tokenizer(root / "policy")
+    prompts = [r["prompt"] for r in splits["rollout"][:6]]
+    a = models.generate(policy, tok, prompts, n=3, temperature=1.0, max_new_tokens=6, seed=5)
+    b = models.generate(policy, tok, prompts, n=3, temperature=1.0, max_new_tokens=6, seed=5)
+    c = models.generate(policy, tok, prompts, n=3, temperature=1.0, max_new_tokens=6, seed=6)
+    assert a == b and a != c
+    assert all(len(group) == 3 for group in a)
+
+
+def test_prompt_embeddings_have_the_policy_width(tiny):
+    root, splits = tiny
+    policy = models.load_policy(root / "policy", device="cpu")
+    tok = models.load_tokenizer(root / "policy")
+    prompts = [r["prompt"] for r in splits["rollout"][:5]]
+    for kind in ("last_hidden", "mean_input_embedding"):
+        assert models.prompt_embeddings(policy, tok, prompts, kind).shape == (5, 32)
+    with pytest.raises(ValueError, match="context kind"):
+        models.prompt_embeddings(policy, tok, prompts, "cls")
+
+
+def test_bsr_penalty_is_the_squared_batch_mean():
+    chosen, rejected = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0])
+    assert bsr_penalty(chosen, rejected, 1e-3).item() == pytest.approx(1e-3 * 1.0**2)
+    assert bsr_penalty(chosen, rejected, 1e-3, batch_scale=2).item() == pytest.approx(2e-3)
+    # Not TRL's centring term, which would be mean((r_w + r_l)^2) = (1 + 9) / 2.
+    assert bsr_penalty(chosen, rejected, 1.0).item() != pytest.approx(5.0)
+
+
+def test_pair_losses_match_dpo_at_the_reference(tiny):
+    """With policy == reference the DPO term is log 2 for every pair; the NLL term is the chosen
+    response's mean negative log-likelihood, so it is positive."""
+    root, splits = tiny
+    policy = models.load_policy(root / "policy", device="cpu")
+    tok = models.load_tokenizer(root / "policy")
+    pairs = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": " 0"} for r in splits["rollout"][:4]]
+    dpo = pair_losses(policy, policy, tok, pairs, {"loss": "dpo", "beta": 0.1})
+    assert np.allclose(dpo, math.log(2), atol=1e-6)
+    both = pair_losses(policy, policy, tok, pairs, {"loss": "dpo_nll", "beta": 0.1, "nll_weight": 1.0})
+    assert (both > dpo).all()
+
+
+def test_rm_training_pairs_follow_the_mix_and_noise(tiny):
+    _, splits = tiny
+    records = splits["rm_train"]
+    pairs = preference_pairs(records, [[" 1", " 2"] for _ in records], seed=0)
+    assert all(p["chosen_gold"] >= p["rejected_gold"] for p in pairs)
+    mix = parse_mix("arith:0.5,instruct:0.5")
+    drawn = rm_training_pairs(pairs, mix, 20, 0.0, 0)
+    domains = {p["domain"] for p in pairs}
+    assert len(drawn) == 20 and domains >= {"arith", "instruct"}
+    flipped = rm_training_pairs(pairs, mix, 20, 0.5, 0)
+    assert flipped != drawn
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_scoring_and_generation_on_gpu(tiny):
+    root, splits = tiny
+    policy = models.load_policy(root / "policy", dtype="bfloat16", device="cuda")
+    tok = models.load_tokenizer(root / "policy")
+    prompts = [r["prompt"] for r in splits["rollout"][:8]]
+    out = models.generate(policy, tok, prompts, n=2, temperature=1.0, max_new_tokens=4, seed=0)
+    assert len(out) == 8
+    rm = RewardModel("gpu", str(root / "rm"), dtype="bfloat16", device="cuda")
+    assert all(math.isfinite(s) for s in rm.score(prompts, [" 1"] * 8))
