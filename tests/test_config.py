@@ -154,10 +154,10 @@ CASES = [
     Case("method-name-with-space", ("methods", "laser v2"), [put("methods.laser v2", {"router": "linucb"})]),
     Case("no-methods", ("methods",), [put("methods", {})]),
     # recipes
-    Case("recipe-missing", ("methods.rm-arith-mc.recipe", "laser"), [drop("recipes.laser")]),
+    Case("recipe-missing", ("methods.rm-general.recipe", "laser"), [drop("recipes.laser")]),
     Case("unknown-recipe-name", ("methods.laser.recipe", "lasr"), [put("methods.laser.recipe", "lasr")]),
     Case("bad-loss-in-recipe", ("recipes.laser.loss",), [put("recipes.laser.loss", "ipo")]),
-    Case("bad-loss-in-method", ("methods.nll-only.loss",), [put("methods.nll-only.loss", "kto")]),
+    Case("bad-loss-in-method", ("methods.laser.loss",), [put("methods.laser.loss", "kto")]),
     Case("zero-beta-in-recipe", ("recipes.laser.beta",), [put("recipes.laser.beta", 0)]),
     Case("negative-beta-in-method", ("methods.laser.beta",), [put("methods.laser.beta", -0.1)]),
     Case("recipe-without-lr", ("recipes.bayesian", "lr"), [drop("recipes.bayesian.lr")]),
@@ -260,9 +260,9 @@ def test_default_config_and_sheet_resolve_every_method(project: Path):
         assert method["recipe"] in config["recipes"]
         assert method["granularity"] in ("batch", "query", "pair")
         assert method["pairs_per_prompt"] == config["budget"]["pairs_per_prompt"]
-    assert methods["rm-noisy"]["arm"] == 3
+    assert methods["rm-general"]["arm"] == 2
     assert methods["laser"]["beta"] == config["recipes"]["laser"]["beta"]
-    assert methods["nll-only"]["loss"] == "nll"  # a method key overrides its recipe
+    assert methods["bayesian"]["recipe"] == "bayesian"  # a thompson method takes the bayesian recipe
     assert config["offline_router"]["encoder"] == "minilm"  # schema defaults are filled in
 
 
@@ -308,3 +308,16 @@ def test_snakemake_stops_before_scheduling(tmp_path: Path):
     assert run.returncode != 0, output
     assert "budget.iterations" in output
     assert "Job stats" not in output
+
+
+@pytest.mark.parametrize("name", ["full.yaml", "paper.yaml"])
+def test_shipped_configs_resolve(name: str):
+    """The full matrix and the paper-scale config validate and resolve every method."""
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    _, sheet, methods = load_config(config, REPO)
+    assert set(methods) == set(config["methods"])
+    if name == "full.yaml":
+        assert methods["nll-only"]["loss"] == "nll"  # a method key overrides its recipe
+        assert methods["shared-bayesian"]["pair_rule"] == methods["shared-laser"]["pair_rule"] == "random_routed"
+    else:
+        assert sheet["trust_remote_code"].tolist() == [False, False, True]  # only where the sheet says so

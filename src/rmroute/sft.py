@@ -2,7 +2,9 @@
 
 The step count is a fixed number chosen by a sweep (config `sft.steps`), never a wall-clock budget:
 each testbed domain flips from chance to solved within a short stretch of training, so only a
-step count reproduces the same starting accuracy.
+step count reproduces the same starting accuracy. The learning rate is constant after warm-up and
+batches are taken in stream order, so the checkpoint at step S of a sweep is exactly the policy a
+run with `sft.steps = S` trains.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from transformers import TrainerCallback
 
 
 def sft_mix(records: list[dict], mix: dict[str, float], n_examples: int, seed: int) -> list[dict]:
-    """Draw n_examples prompt/completion records with the given domain weights (with replacement)."""
+    """A stream of n_examples records drawn with the given domain weights (with replacement).
+
+    Each pick draws its domain and then its record, so the first k picks are the same whatever
+    n_examples is: a run of S steps sees exactly the first S batches of a longer sweep.
+    """
     rng = random.Random(seed)
     by_domain: dict[str, list[dict]] = {}
     for r in records:
         by_domain.setdefault(r["domain"], []).append(r)
-    missing = [d for d in mix if d not in by_domain]
+    missing = [d for d in mix if mix[d] > 0 and d not in by_domain]
     if missing:
         raise ValueError(f"sft.mix names domains {missing} that the SFT split does not contain")
     domains = sorted(d for d, w in mix.items() if w > 0)
     weights = [mix[d] for d in domains]
-    picks = rng.choices(domains, weights=weights, k=n_examples)
-    return [rng.choice(by_domain[d]) for d in picks]
+    return [rng.choice(by_domain[rng.choices(domains, weights=weights)[0]]) for _ in range(n_examples)]
 
 
 class _PeriodicEval(TrainerCallback):
@@ -56,7 +61,8 @@ def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: 
             per_device_train_batch_size=batch_size,
             learning_rate=lr,
             warmup_steps=warmup_steps,
-            lr_scheduler_type="cosine",
+            lr_scheduler_type="constant_with_warmup",
+            train_sampling_strategy="sequential",
             weight_decay=0.0,
             max_length=256,
             completion_only_loss=True,

@@ -225,8 +225,8 @@ def corrupt_answer(domain: str, gold: str, rng: random.Random) -> str:
 
 def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
     """All splits as lists of records {id, domain, prompt, answer, meta}; prompts never repeat across splits."""
-    rng = random.Random(cfg.seed)
-    facts = make_fact_base(cfg.n_entities, rng)
+    facts = make_fact_base(cfg.n_entities, random.Random(cfg.seed))
+    rng = random.Random()
 
     def draw(domain: str, ood: bool) -> tuple[str, str, dict]:
         if domain == "arith":
@@ -245,6 +245,8 @@ def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
     for domain in DOMAINS:
         for split in [OOD_SPLIT, *order]:
             want = cfg.ood_size if split == OOD_SPLIT else cfg.split_sizes[split]
+            # One stream per (domain, split): resizing one split leaves the others' draws as they were.
+            rng.seed(f"{cfg.seed}-{domain}-{split}")
             drawn, tries = 0, 0
             while drawn < want:
                 tries += 1
