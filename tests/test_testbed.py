@@ -199,3 +199,8 @@ def test_too_small_prompt_space_is_reported():
                         split_sizes={"sft": 400, "rm_train": 2, "router_offline": 2, "rollout": 2, "test": 2})
     with pytest.raises(ValueError, match="split_sizes"):
         generate_splits(cfg)
+
+
+def test_arith_reads_thousands_separators_but_not_lists():
+    assert check_arith("The total is 1,234.", "1234") == 1.0
+    assert check_arith("1,2", "12") == 0.0  # two numbers, the last is 2

@@ -41,6 +41,12 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
         md_tmp.replace(path.with_suffix(".md"))
 
 
+def write_text(text: str, path: str | os.PathLike) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_json(obj, path: str | os.PathLike) -> None:
     tmp = _tmp(path)
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
@@ -244,6 +250,8 @@ def route_and_score(rollouts_path: str, method: dict, pool_rows: list[dict], pre
 
         encoder = PairEncoder(offline_dir, device=device)
         pair_contexts, dim = encoder.candidate_contexts, encoder.dim
+    elif method["granularity"] == "pair":  # a context-free router (random, single) routing each pair
+        pair_contexts, dim = (lambda group, cands: np.zeros((len(cands), 1))), 1
     router = _router_for(method, len(pool), dim, seed, offline_dir)
     normaliser = make_normaliser(method["normaliser"], **({"n_arms": len(pool)} if method["normaliser"] == "ema-z" else {}))
     if previous_state:

@@ -140,6 +140,7 @@ def gen_instruct(rng: random.Random, cfg: TestbedConfig, ood: bool) -> tuple[str
 # ---------------------------------------------------------------- checkers
 
 _INT = re.compile(r"-?\d+")
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+")  # "1,234" is one number; "1,2" stays two
 _FINAL = re.compile(r"(?:final answer|answer)\s*(?:is|:)?\s*", re.IGNORECASE)
 
 
@@ -154,7 +155,7 @@ def _strip_answer_prefix(text: str) -> str:
 
 def check_arith(response: str, gold: str) -> float:
     """1 if the last integer in the response equals the gold number, else 0."""
-    numbers = _INT.findall(response.replace(",", ""))
+    numbers = _INT.findall(_THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), response))
     return float(bool(numbers) and int(numbers[-1]) == int(gold))
 
 

@@ -115,6 +115,7 @@ def all_targets():
         f"{R}/figures/rm_accuracy.png",
         f"{R}/tables/policy_accuracy.tsv",
         f"{R}/tables/laser_table1.tsv",
+        f"{R}/tables/bayesian_table1.tsv",
         f"{R}/tables/router_choices.tsv",
         f"{R}/figures/accuracy_vs_iteration.png",
         f"{R}/figures/router_choices.png",

@@ -22,6 +22,7 @@ rule policy_tables:
         accuracy=f"{R}/tables/policy_accuracy.tsv",
         win_rate=f"{R}/tables/win_rate_vs_sft.tsv",
         laser=report(f"{R}/tables/laser_table1.tsv", caption="../report/laser_table1.rst", category="Policy"),
+        bayesian=report(f"{R}/tables/bayesian_table1.tsv", caption="../report/laser_table1.rst", category="Policy"),
         png=report(f"{R}/figures/accuracy_vs_iteration.png", caption="../report/accuracy_vs_iteration.rst", category="Policy"),
         pdf=f"{R}/figures/accuracy_vs_iteration.pdf",
     params:
@@ -29,6 +30,7 @@ rule policy_tables:
         methods=list(METHODS),
         seeds=SEEDS,
         final_iteration=ITERATIONS[-1],
+        run_name=config["run_name"],
     log:
         f"{R}/logs/policy_tables.log",
     conda:
