@@ -54,7 +54,7 @@ class _ScoreCache:
         self.noise = np.random.default_rng(seed)
 
     def score(self, k: int, groups: list[dict], wanted: list[tuple[int, int]]) -> None:
-        todo = [(g, i) for g, i in wanted if (k, g, i) not in self.cache]
+        todo = list(dict.fromkeys((g, i) for g, i in wanted if (k, g, i) not in self.cache))
         if not todo:
             return
         values = self.pool[k].score([groups[g]["prompt"] for g, _ in todo], [groups[g]["responses"][i] for g, i in todo])
