@@ -77,13 +77,7 @@ def main(argv=None) -> pd.DataFrame:
     splits = generate_splits(TestbedConfig(seed=seed, **config["testbed"]))
     records, test = splits["sft"], splits["test"]
     models.set_seed(seed)
-    if policy_cfg["source"] == "build":
-        tokenizer = models.train_tokenizer([r["prompt"] + r["answer"] for r in records], policy_cfg["tokenizer_vocab"])
-        model = models.build_policy(tokenizer, policy_cfg["hidden_size"], policy_cfg["layers"], policy_cfg["heads"],
-                                    policy_cfg["intermediate_size"], policy_cfg["max_length"])
-    else:
-        tokenizer = models.load_tokenizer(policy_cfg["source"])
-        model = models.load_policy(policy_cfg["source"], policy_cfg.get("dtype", "float32"), config["device"]).train()
+    model, tokenizer = models.initial_policy(policy_cfg, [r["prompt"] + r["answer"] for r in records], config["device"])
     max_new_tokens = int(config["evaluation"]["max_new_tokens"])
     rows = []
     started = time.perf_counter()

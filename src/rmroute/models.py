@@ -89,6 +89,18 @@ def build_policy(tokenizer, hidden_size: int, layers: int, heads: int, intermedi
     return LlamaForCausalLM(config)
 
 
+def initial_policy(policy: dict, texts: list[str], device: str = "cpu"):
+    """(model, tokenizer) before SFT: a tiny Llama and a tokenizer trained on `texts` when
+    policy.source is `build`, else the causal LM and tokenizer at policy.source."""
+    if policy["source"] == "build":
+        tokenizer = train_tokenizer(texts, policy["tokenizer_vocab"])
+        model = build_policy(tokenizer, policy["hidden_size"], policy["layers"], policy["heads"],
+                             policy["intermediate_size"], policy["max_length"])
+        return model, tokenizer
+    model = load_policy(policy["source"], policy.get("dtype", "float32"), device).train()
+    return model, load_tokenizer(policy["source"])
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 

@@ -86,13 +86,7 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
     models.set_threads(threads)
     models.set_seed(seed)
     records = read_jsonl(sft_path)
-    if policy["source"] == "build":
-        tokenizer = models.train_tokenizer([r["prompt"] + r["answer"] for r in records], policy["tokenizer_vocab"])
-        model = models.build_policy(tokenizer, policy["hidden_size"], policy["layers"], policy["heads"],
-                                    policy["intermediate_size"], policy["max_length"])
-    else:
-        tokenizer = models.load_tokenizer(policy["source"])
-        model = models.load_policy(policy["source"], policy.get("dtype", "float32"), device).train()
+    model, tokenizer = models.initial_policy(policy, [r["prompt"] + r["answer"] for r in records], device)
     if sft["steps"] > 0:
         train_sft(model, tokenizer, records, steps=sft["steps"], batch_size=sft["batch_size"], lr=sft["lr"],
                   warmup_steps=sft.get("warmup_steps", 0), seed=seed, mix=sft["mix"], use_cpu=device == "cpu")

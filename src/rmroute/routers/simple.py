@@ -69,7 +69,7 @@ class RandomRouter:
         set_rng_state(self.rng, state["rng"])
 
 
-class OracleRouter:
+class OracleRouter(RandomRouter):
     """Picks an RM that is right on each row, from gold labels: an upper bound for analysis only.
 
     `correct` (B, n_arms) holds each RM's gold quality on each row (0/1 or a score). Gold is used
@@ -77,12 +77,7 @@ class OracleRouter:
     routers, their rewards or their updates.
     """
 
-    name = "oracle"
-
-    def __init__(self, n_arms: int, dim: int, seed: int = 0):
-        n_arms, dim = check_sizes(n_arms, dim)
-        self.n_arms, self.dim = n_arms, dim
-        self.rng = np.random.default_rng(seed)
+    name = "oracle"  # construction, update and state as RandomRouter: a seeded generator, no learning
 
     def select(self, contexts: np.ndarray, correct: np.ndarray | None = None) -> np.ndarray:
         contexts = check_contexts(contexts, self.dim)
@@ -94,12 +89,3 @@ class OracleRouter:
         # Random tie-breaking: when several RMs are right, no one RM is favoured.
         return argmax_random_ties(gold, self.rng)
 
-    def update(self, contexts: np.ndarray, chosen: np.ndarray, rewards: np.ndarray) -> None:
-        check_update(contexts, chosen, rewards, self.n_arms, self.dim)
-
-    def state_dict(self) -> dict:
-        return {"router": self.name, "n_arms": self.n_arms, "dim": self.dim, "rng": rng_state(self.rng)}
-
-    def load_state_dict(self, state: dict) -> None:
-        check_state_header(state, self.name, self.n_arms, self.dim)
-        set_rng_state(self.rng, state["rng"])
