@@ -309,7 +309,8 @@ def dpo_iteration(policy_dir: str, reference_dir: str, pairs_path: str, routing_
     if method["router"] in ("linucb", "exp3", "thompson"):
         n_arms, dim = int(state["router"]["n_arms"]), int(state["router"]["dim"])
         router = _router_for(method, n_arms, dim, seed, offline_dir)
-    normaliser = make_normaliser(method["normaliser"], **({"n_arms": int(routing["arm"].max()) + 1} if method["normaliser"] == "ema-z" else {}))
+    n_arms = int(state["router"].get("n_arms", routing["arm"].max() + 1))
+    normaliser = make_normaliser(method["normaliser"], **({"n_arms": n_arms} if method["normaliser"] == "ema-z" else {}))
     normaliser.load_state_dict(state["normaliser"])
     routing["bandit_reward_norm"] = np.nan
     # One update per decision (a per-batch decision spans several query rows with one context).
@@ -319,7 +320,7 @@ def dpo_iteration(policy_dir: str, reference_dir: str, pairs_path: str, routing_
         router.load_state_dict(state["router"])
         raw = first["bandit_reward_raw"].to_numpy(dtype=float)
         arms = first["arm"].to_numpy(dtype=np.int64)
-        norm = normaliser(raw, arms) if method["normaliser"] == "ema-z" else normaliser(raw)
+        norm = normaliser(raw, arms)
         contexts = np.stack(first["context"].map(np.asarray).to_list())
         router.update(contexts, arms, norm)
         routing["bandit_reward_norm"] = routing["decision_id"].map(dict(zip(first["decision_id"], norm)))
