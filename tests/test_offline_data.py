@@ -94,12 +94,7 @@ def write_synthetic(root, per_domain: dict[str, int], seed: int = 0):
     return paths, behaviour_path, behaviour
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ def synthetic_pairs(n: int, seed: int, enc_dim: int = 8):
     return chosen.astype(np.float32), rejected.astype(np.float32), correct
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # These models are tiny: extra threads only add synchronisation, badly so on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
+from rmroute.models import trainer_settings
+
 LOSSES = {"dpo_nll": (["sigmoid", "sft"], "both"), "dpo": (["sigmoid"], "dpo"), "nll": (["sft"], "nll")}
 
 
@@ -43,8 +45,7 @@ def train_dpo(policy, reference, tokenizer, pairs: list[dict], recipe: dict, *, 
             output_dir=tmp, beta=float(recipe["beta"]), loss_type=types, loss_weights=weights,
             learning_rate=float(recipe["lr"]), num_train_epochs=float(recipe["epochs"]),
             per_device_train_batch_size=int(recipe["batch_size"]), lr_scheduler_type="constant",
-            max_length=256, seed=seed, data_seed=seed, use_cpu=use_cpu, bf16=False, activation_checkpointing=False,
-            save_strategy="no", report_to="none", logging_steps=1, disable_dropout=True, dataset_num_proc=None,
+            max_length=256, logging_steps=1, disable_dropout=True, **trainer_settings(use_cpu, seed),
         )
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer)
         trainer.train()

@@ -40,6 +40,13 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
+def trainer_settings(use_cpu: bool, seed: int) -> dict:
+    """Arguments every TRL trainer config here shares. On CPU, bf16 must be off explicitly
+    (use_cpu alone turns bf16 autocast on); checkpoints are saved by the stages, not the trainer."""
+    return dict(use_cpu=use_cpu, bf16=False, activation_checkpointing=False, save_strategy="no", report_to="none",
+                dataset_num_proc=None, seed=seed, data_seed=seed)
+
+
 def pick_device(want: str = "auto") -> torch.device:
     if want == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,6 +15,8 @@ import tempfile
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from rmroute.models import trainer_settings
+
 
 def sft_mix(records: list[dict], mix: dict[str, float], n_examples: int, seed: int) -> list[dict]:
     """A stream of n_examples records drawn with the given domain weights (with replacement).
@@ -66,16 +68,9 @@ def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: 
             weight_decay=0.0,
             max_length=256,
             completion_only_loss=True,
-            seed=seed,
-            data_seed=seed,
-            use_cpu=use_cpu,
-            bf16=False,
-            activation_checkpointing=False,
-            save_strategy="no",
-            report_to="none",
             logging_steps=max(1, steps // 20),
             disable_tqdm=False,
-            dataset_num_proc=None,
+            **trainer_settings(use_cpu, seed),
         )
         callbacks = [_PeriodicEval(eval_every, eval_fn)] if eval_fn else []
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)

@@ -94,9 +94,8 @@ def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: 
     with tempfile.TemporaryDirectory() as tmp:
         args = RewardConfig(
             output_dir=tmp, max_steps=steps, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-            learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), seed=seed, data_seed=seed,
-            use_cpu=use_cpu, bf16=False, activation_checkpointing=False, save_strategy="no", report_to="none",
-            logging_steps=max(1, steps // 10), max_length=256, dataset_num_proc=None,
+            learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
+            logging_steps=max(1, steps // 10), max_length=256, **models.trainer_settings(use_cpu, seed),
         )
         if loss == "bsr":
             trainer = BSRRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
