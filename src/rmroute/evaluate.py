@@ -23,13 +23,15 @@ def evaluation_table(records: list[dict], outputs: list[str], sft_outputs: list[
     """Tidy rows (domain, metric, value): metric `accuracy` and, given SFT outputs, `win_rate_vs_sft`
     (win 1, tie 0.5, loss 0 per prompt, by gold score)."""
     scores = score_outputs(records, outputs)
+    win = None
+    if sft_outputs is not None:
+        base = score_outputs(records, sft_outputs)
+        win = np.where(scores > base, 1.0, np.where(scores == base, 0.5, 0.0))
     domains = np.array([r["domain"] for r in records])
     rows = []
     for domain in sorted(set(domains)):
         sel = domains == domain
         rows.append({"domain": domain, "metric": "accuracy", "value": float(scores[sel].mean())})
-        if sft_outputs is not None:
-            base = score_outputs(records, sft_outputs)
-            win = np.where(scores > base, 1.0, np.where(scores == base, 0.5, 0.0))
+        if win is not None:
             rows.append({"domain": domain, "metric": "win_rate_vs_sft", "value": float(win[sel].mean())})
     return pd.DataFrame(rows)
