@@ -58,6 +58,42 @@ def test_a_local_rm_path_goes_through_the_pool_loader(tiny):
     assert alone[0] == pytest.approx(scores[0], abs=1e-5)
 
 
+def test_a_generative_rm_scores_the_mean_log_prob_of_the_response(tiny):
+    """`loss: lm` rows load a causal LM from a local path; the reward is the mean token log-prob
+    of response + EOS given the prompt, computed here by hand from the logits."""
+    root, splits = tiny
+    rm = RewardModel("judge", str(root / "policy"), loss="lm", device="cpu")
+    rec = splits["test"][0]
+    got = rm.score([rec["prompt"], rec["prompt"]], [rec["answer"], rec["answer"] + "</s>"])
+    assert rm.calls == 2 and got[0] == pytest.approx(got[1], abs=1e-6)  # a trailing EOS is not counted twice
+
+    lm = models.load_policy(root / "policy", device="cpu")
+    tok = models.load_tokenizer(root / "policy")
+    p_ids = tok(rec["prompt"], add_special_tokens=False)["input_ids"]
+    full = tok(rec["prompt"] + rec["answer"] + tok.eos_token, add_special_tokens=False)["input_ids"]
+    assert full[: len(p_ids)] == p_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(lm(torch.tensor([full])).logits[0, :-1].float(), -1)
+    token_logps = [logp[i - 1, full[i]].item() for i in range(len(p_ids), len(full))]
+    assert got[0] == pytest.approx(sum(token_logps) / len(token_logps), abs=1e-4)
+
+
+def test_a_trained_generative_rm_prefers_what_it_was_fine_tuned_on(tiny):
+    from rmroute.rewards.pool import train_generative_rm
+
+    root, splits = tiny
+    tok = models.load_tokenizer(root / "policy")
+    pairs = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": " zz"} for r in splits["sft"][:16]]
+    models.set_seed(0)
+    model = train_generative_rm(str(root / "policy"), tok, pairs, steps=30, batch_size=8, lr=0.01, seed=0)
+    models.save_atomic(model, tok, root / "judge")
+    rm = RewardModel("judge", str(root / "judge"), loss="lm", device="cpu")
+    prompts = [p["prompt"] for p in pairs]
+    chosen = rm.score(prompts, [p["chosen"] for p in pairs])
+    rejected = rm.score(prompts, [p["rejected"] for p in pairs])
+    assert np.mean(np.array(chosen) > np.array(rejected)) >= 0.9
+
+
 def test_sampling_is_deterministic_for_a_seed(tiny):
     root, splits = tiny
     policy = models.load_policy(root / "policy", device="cpu")

@@ -89,7 +89,7 @@ def test_decisions_log_every_routed_choice(tiny_run):
     ensemble = pd.read_parquet(tiny_run / "decisions" / "ensemble-mean" / "0.parquet")
     single_calls = decisions.groupby("iteration")["rm_calls"].sum()
     ensemble_calls = ensemble.groupby("iteration")["rm_calls"].sum()
-    assert (ensemble_calls == 2 * single_calls).all()  # the 2-RM ensemble pays for both RMs
+    assert (ensemble_calls == 3 * single_calls).all()  # the 3-RM ensemble pays for every RM
     laser = pd.read_parquet(tiny_run / "decisions" / "laser" / "0.parquet")
     assert laser["bandit_reward_norm"].dropna().between(0, 1).all()
 

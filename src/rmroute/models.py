@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -112,9 +113,10 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str = "auto"):
+def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
+    """A causal LM (the policy, or a generative RM): a local directory or a hub id (cached, offline)."""
     model = AutoModelForCausalLM.from_pretrained(
-        str(source), dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=False
+        str(source), dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
     )
     return model.to(pick_device(device)).eval()
 
@@ -206,6 +208,39 @@ def prompt_embeddings(model, tokenizer, prompts: list[str], kind: str = "last_hi
         else:
             raise ValueError(f"context kind {kind!r}: expected 'last_hidden' or 'mean_input_embedding'")
     return torch.cat(rows).float().cpu().numpy()
+
+
+@torch.no_grad()
+def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64):
+    """Summed and mean log-prob of each completion (+EOS) given its prompt, tokenized as TRL does.
+
+    Used for the DPO pair losses and as the reward of generative RMs (`loss: lm` in the pool sheet)."""
+    device = next(model.parameters()).device
+    summed, mean = [], []
+    eos = tokenizer.eos_token
+    for i in range(0, len(prompts), batch_size):
+        ps, cs = prompts[i : i + batch_size], completions[i : i + batch_size]
+        p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in ps]
+        f_ids = [tokenizer(p + c + eos, add_special_tokens=False)["input_ids"] for p, c in zip(ps, cs)]
+        width = max(len(f) for f in f_ids)
+        ids = torch.full((len(f_ids), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        comp = torch.zeros_like(ids)
+        for j, (p, f) in enumerate(zip(p_ids, f_ids)):
+            start = width - len(f)  # left padding, as the policy sees prompts at generation
+            ids[j, start:] = torch.tensor(f)
+            mask[j, start:] = 1
+            n_prompt = next((k for k, (a, b) in enumerate(zip(p, f)) if a != b), min(len(p), len(f)))
+            comp[j, start + n_prompt :] = 1
+        ids, mask, comp = ids.to(device), mask.to(device), comp.to(device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float()
+        token_logps = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
+        cmask = comp[:, 1:].float()
+        s = (token_logps * cmask).sum(-1)
+        summed.append(s.cpu())
+        mean.append((s / cmask.sum(-1).clamp(min=1)).cpu())
+    return torch.cat(summed).numpy(), torch.cat(mean).numpy()
 
 
 @torch.no_grad()

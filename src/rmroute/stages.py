@@ -161,17 +161,23 @@ def build_rm_pairs(sft_dir: str, split_paths: dict[str, str], samples: int, temp
 
 
 def train_rm(sft_dir: str, pairs_path: str, row: dict, rm_training: dict, seed: int, threads: int, device: str, out_dir: str) -> None:
-    from rmroute.rewards.pool import parse_mix, rm_training_pairs, train_reward_model
+    """One testbed RM of the sheet, initialised from the SFT policy: a classifier (bt/bsr) or a generative RM (lm)."""
+    from rmroute.rewards.pool import parse_mix, rm_kind, rm_training_pairs, train_generative_rm, train_reward_model
 
     models.set_threads(threads)
     models.set_seed(seed)
     tokenizer = models.load_tokenizer(sft_dir)
     pairs = rm_training_pairs(read_jsonl(pairs_path), parse_mix(row["domain_mix"]), int(row["n_pairs"]),
                               float(row["label_noise"]), seed)
-    model = train_reward_model(sft_dir, tokenizer, pairs, loss=row["loss"], steps=rm_training["steps"],
-                               batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
-                               bsr_coef=rm_training.get("bsr_coef", 1e-3),
-                               bsr_batch_scale=rm_training.get("bsr_batch_scale", False), use_cpu=device == "cpu")
+    if rm_kind(row["loss"]) == "generative":
+        lm = rm_training["generative"]
+        model = train_generative_rm(sft_dir, tokenizer, pairs, steps=lm["steps"], batch_size=lm["batch_size"], lr=lm["lr"],
+                                    seed=seed, use_cpu=device == "cpu")
+    else:
+        model = train_reward_model(sft_dir, tokenizer, pairs, loss=row["loss"], steps=rm_training["steps"],
+                                   batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
+                                   bsr_coef=rm_training.get("bsr_coef", 1e-3),
+                                   bsr_batch_scale=rm_training.get("bsr_batch_scale", False), use_cpu=device == "cpu")
     models.save_atomic(model, tokenizer, out_dir)
 
 
@@ -180,7 +186,7 @@ def load_pool(pool_rows: list[dict], device: str):
 
     return [RewardModel(rm_id=r["rm_id"], source=r["path"], dtype=r["dtype"], batch_size=int(r["batch_size"]),
                         max_length=int(r["max_length"]), trust_remote_code=bool(r["trust_remote_code"]),
-                        chat_template=r.get("chat_template", "none"), device=device)
+                        chat_template=r.get("chat_template", "none"), loss=r.get("loss", "bt"), device=device)
             for r in pool_rows]
 
 

@@ -1,7 +1,13 @@
-"""The RM pool: preference pairs from policy samples, RM training (BT or BSR), and routed scoring.
+"""The RM pool: preference pairs from policy samples, RM training, and routed scoring.
 
+Two kinds of RM, chosen by the sheet's `loss` column:
+* classifier RMs (`bt`, `bsr`): a sequence classifier with one output, trained with TRL's
+  RewardTrainer (Bradley-Terry) or its BSR subclass; the reward is the classifier's logit;
+* generative RMs (`lm`): a causal LM fine-tuned with TRL's SFTTrainer on the chosen responses of
+  its preference pairs; the reward is the mean token log-prob of the response (+EOS) given the
+  prompt, the reference-free likelihood reward of SimPO and of log-prob LLM judges.
 Testbed RMs are trained here on different domain mixes so their strengths genuinely differ;
-paper-scale RMs are any sequence-classifier checkpoints. Both are loaded and called through
+paper-scale RMs are any checkpoint of either kind. Both are loaded and called through
 `RewardModel`, which counts every call so ensemble costs are reported honestly.
 """
 
@@ -77,6 +83,33 @@ def rm_training_pairs(pairs: list[dict], mix: dict[str, float], n_pairs: int, la
     return out
 
 
+CLASSIFIER_LOSSES = ("bt", "bsr")
+GENERATIVE_LOSSES = ("lm",)
+
+
+def rm_kind(loss: str) -> str:
+    """'classifier' or 'generative' from the sheet's loss column."""
+    if loss in CLASSIFIER_LOSSES:
+        return "classifier"
+    if loss in GENERATIVE_LOSSES:
+        return "generative"
+    raise ValueError(f"rm_pool loss {loss!r}: expected one of {CLASSIFIER_LOSSES + GENERATIVE_LOSSES}")
+
+
+def train_generative_rm(init_source: str, tokenizer, pairs: list[dict], *, steps: int, batch_size: int, lr: float,
+                        seed: int, use_cpu: bool = True):
+    """A causal-LM RM initialised from `init_source` and fine-tuned with TRL's SFTTrainer on the
+    chosen side of its pairs (loss on the response only). Label noise reaches it as it reaches a
+    classifier: a flipped pair teaches the rejected response."""
+    from rmroute.sft import train_sft
+
+    model = models.load_policy(init_source, device="cpu" if use_cpu else "auto").train()
+    records = [{"id": str(i), "domain": "rm", "prompt": p["prompt"], "answer": p["chosen"]} for i, p in enumerate(pairs)]
+    train_sft(model, tokenizer, records, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 20),
+              seed=seed, mix={"rm": 1.0}, use_cpu=use_cpu)
+    return model.eval()
+
+
 def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: str, steps: int, batch_size: int,
                        lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = False, use_cpu: bool = True):
     """A sequence-classifier RM initialised from `init_source` (the SFT policy: RMs start from the
@@ -85,8 +118,8 @@ def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: 
 
     from rmroute.rewards.losses import BSRRewardTrainer
 
-    if loss not in ("bt", "bsr"):
-        raise ValueError(f"rm_pool loss {loss!r}: expected 'bt' or 'bsr'")
+    if loss not in CLASSIFIER_LOSSES:
+        raise ValueError(f"rm_pool loss {loss!r}: expected one of {CLASSIFIER_LOSSES}")
     model = models.load_reward_model(init_source, device="cpu" if use_cpu else "auto")
     model.config.pad_token_id = tokenizer.pad_token_id
     data = Dataset.from_list(pairs)
@@ -117,6 +150,7 @@ class RewardModel:
     max_length: int = 256
     trust_remote_code: bool = False
     chat_template: str = "none"  # "tokenizer": wrap (prompt, response) in the RM tokenizer's chat template
+    loss: str = "bt"  # the sheet's loss column: bt/bsr = classifier RM, lm = generative RM
     device: str = "auto"
     calls: int = 0
     seconds: float = 0.0
@@ -125,7 +159,10 @@ class RewardModel:
 
     def load(self):
         if self._model is None:
-            self._model = models.load_reward_model(self.source, self.dtype, self.device, self.trust_remote_code)
+            if rm_kind(self.loss) == "generative":
+                self._model = models.load_policy(self.source, self.dtype, self.device, self.trust_remote_code)
+            else:
+                self._model = models.load_reward_model(self.source, self.dtype, self.device, self.trust_remote_code)
             self._tokenizer = models.load_tokenizer(self.source)
         return self
 
@@ -133,17 +170,31 @@ class RewardModel:
         """Rewards for (prompt, response) rows; responses end with EOS as in RM training."""
         self.load()
         start = time.perf_counter()
-        if self.chat_template == "tokenizer":
-            texts = [self._tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
-                                                         tokenize=False) for p, r in zip(prompts, responses)]
-            prompts = [""] * len(texts)
+        if rm_kind(self.loss) == "generative":
+            out = self._likelihood_scores(prompts, responses)
+            texts = responses
         else:
-            eos = self._tokenizer.eos_token or ""
-            texts = [r if r.endswith(eos) else r + eos for r in responses]
-        out = models.rm_scores(self._model, self._tokenizer, prompts, texts, batch_size=self.batch_size, max_length=self.max_length)
+            if self.chat_template == "tokenizer":
+                texts = [self._tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                                             tokenize=False) for p, r in zip(prompts, responses)]
+                prompts = [""] * len(texts)
+            else:
+                eos = self._tokenizer.eos_token or ""
+                texts = [r if r.endswith(eos) else r + eos for r in responses]
+            out = models.rm_scores(self._model, self._tokenizer, prompts, texts, batch_size=self.batch_size, max_length=self.max_length)
         self.seconds += time.perf_counter() - start
         self.calls += len(prompts)
         bad = [i for i, s in enumerate(out) if not math.isfinite(s)]
         if bad:
             raise ValueError(f"RM {self.rm_id!r} returned non-finite scores for rows {bad[:5]} (text {texts[bad[0]][:60]!r})")
         return out
+
+    def _likelihood_scores(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """Generative RM reward: mean log-prob per response token (+EOS), so length does not decide."""
+        eos = self._tokenizer.eos_token or ""
+        responses = [r[: -len(eos)] if eos and r.endswith(eos) else r for r in responses]
+        if self.chat_template == "tokenizer":
+            prompts = [self._tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                           add_generation_prompt=True) for p in prompts]
+        _, mean = models.completion_logprobs(self._model, self._tokenizer, prompts, responses, batch_size=self.batch_size)
+        return [float(x) for x in mean]
