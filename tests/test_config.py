@@ -141,8 +141,8 @@ CASES = [
     Case("build-policy-without-heads", ("policy.heads",), [drop("policy.heads")]),
     # routers and methods
     Case("unknown-router", ("methods.laser.router",), [put("methods.laser.router", "ucb")]),
-    Case("single-rm-unknown-id", ("methods.rm-general.rm",), [put("methods.rm-general.rm", "rm_generalist")]),
-    Case("single-rm-without-rm", ("methods.rm-general.rm",), [drop("methods.rm-general.rm")]),
+    Case("single-rm-unknown-id", ("methods.rm-arith-mc.rm",), [put("methods.rm-arith-mc.rm", "rm_generalist")]),
+    Case("single-rm-without-rm", ("methods.rm-arith-mc.rm",), [drop("methods.rm-arith-mc.rm")]),
     Case("rm-given-to-linucb", ("methods.laser.rm",), [put("methods.laser.rm", "rm_general")]),
     Case("unknown-combiner", ("methods.ensemble-mean.combine",), [put("methods.ensemble-mean.combine", "median")]),
     Case("unknown-thompson-prior", ("methods.ts.prior",), [put("methods.ts", {"router": "thompson", "prior": "flat"})]),
@@ -154,13 +154,17 @@ CASES = [
     Case("method-name-with-space", ("methods", "laser v2"), [put("methods.laser v2", {"router": "linucb"})]),
     Case("no-methods", ("methods",), [put("methods", {})]),
     # recipes
-    Case("recipe-missing", ("methods.rm-general.recipe", "laser"), [drop("recipes.laser")]),
+    Case("recipe-missing", ("methods.rm-arith-mc.recipe", "laser"), [drop("recipes.laser")]),
     Case("unknown-recipe-name", ("methods.laser.recipe", "lasr"), [put("methods.laser.recipe", "lasr")]),
     Case("bad-loss-in-recipe", ("recipes.laser.loss",), [put("recipes.laser.loss", "ipo")]),
     Case("bad-loss-in-method", ("methods.laser.loss",), [put("methods.laser.loss", "kto")]),
     Case("zero-beta-in-recipe", ("recipes.laser.beta",), [put("recipes.laser.beta", 0)]),
     Case("negative-beta-in-method", ("methods.laser.beta",), [put("methods.laser.beta", -0.1)]),
     Case("recipe-without-lr", ("recipes.bayesian", "lr"), [drop("recipes.bayesian.lr")]),
+    # RM training
+    Case("generative-rm-zero-steps", ("rm_training.generative.steps",), [put("rm_training.generative", {"steps": 0, "batch_size": 8, "lr": 0.001})]),
+    Case("generative-rm-unknown-key", ("rm_training.generative", "epochs"),
+         [put("rm_training.generative", {"steps": 5, "batch_size": 8, "lr": 0.001, "epochs": 2})]),
     # budgets
     Case("zero-iterations", ("budget.iterations",), [put("budget.iterations", 0)]),
     Case("negative-iterations", ("budget.iterations",), [put("budget.iterations", -1)]),
@@ -260,7 +264,7 @@ def test_default_config_and_sheet_resolve_every_method(project: Path):
         assert method["recipe"] in config["recipes"]
         assert method["granularity"] in ("batch", "query", "pair")
         assert method["pairs_per_prompt"] == config["budget"]["pairs_per_prompt"]
-    assert methods["rm-general"]["arm"] == 2
+    assert methods["rm-arith-mc"]["arm"] == 0
     assert methods["laser"]["beta"] == config["recipes"]["laser"]["beta"]
     assert methods["bayesian"]["recipe"] == "bayesian"  # a thompson method takes the bayesian recipe
     assert config["offline_router"]["encoder"] == "minilm"  # schema defaults are filled in
