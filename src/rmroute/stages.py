@@ -36,21 +36,18 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     tmp.replace(path)
     if path.parent.name == "tables":
-        md_tmp = _tmp(path.with_suffix(".md"))
-        md_tmp.write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
-        md_tmp.replace(path.with_suffix(".md"))
+        write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n", path.with_suffix(".md"))
 
 
 def write_text(text: str, path: str | os.PathLike) -> None:
+    """Text through a temp file and a rename."""
     tmp = _tmp(path)
     tmp.write_text(text)
     tmp.replace(path)
 
 
 def write_json(obj, path: str | os.PathLike) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_text(json.dumps(obj, indent=1, sort_keys=True), path)
 
 
 def save_router_state(state: dict, json_path: str | os.PathLike) -> None:

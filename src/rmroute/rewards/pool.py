@@ -157,9 +157,14 @@ class RewardModel:
     _model: object = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
 
+    @property
+    def generative(self) -> bool:
+        """True for a generative RM (`loss: lm`): a causal LM scored by likelihood."""
+        return rm_kind(self.loss) == "generative"
+
     def load(self):
         if self._model is None:
-            if rm_kind(self.loss) == "generative":
+            if self.generative:
                 self._model = models.load_policy(self.source, self.dtype, self.device, self.trust_remote_code)
             else:
                 self._model = models.load_reward_model(self.source, self.dtype, self.device, self.trust_remote_code)
@@ -170,7 +175,7 @@ class RewardModel:
         """Rewards for (prompt, response) rows; responses end with EOS as in RM training."""
         self.load()
         start = time.perf_counter()
-        if rm_kind(self.loss) == "generative":
+        if self.generative:
             out = self._likelihood_scores(prompts, responses)
             texts = responses
         else:
