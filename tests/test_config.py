@@ -314,13 +314,19 @@ def test_snakemake_stops_before_scheduling(tmp_path: Path):
     assert "Job stats" not in output
 
 
-@pytest.mark.parametrize("name", ["full.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["baselines.yaml", "full.yaml", "paper.yaml"])
 def test_shipped_configs_resolve(name: str):
-    """The full matrix and the paper-scale config validate and resolve every method."""
+    """The baselines and full matrices and the paper-scale config validate and resolve every method."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
     _, sheet, methods = load_config(config, REPO)
     assert set(methods) == set(config["methods"])
-    if name == "full.yaml":
+    if name == "baselines.yaml":  # the default's runs plus every baseline, on the same testbed and budget
+        raw, default = (yaml.safe_load((REPO / "config" / f).read_text()) for f in (name, "config.yaml"))
+        assert set(default["methods"]) < set(raw["methods"])
+        assert {k: v for k, v in raw.items() if k not in ("run_name", "methods")} == \
+            {k: v for k, v in default.items() if k not in ("run_name", "methods")}
+        assert set(sheet["rm_id"]) == {m["rm"] for m in methods.values() if m["router"] == "single"}
+    elif name == "full.yaml":
         assert methods["nll-only"]["loss"] == "nll"  # a method key overrides its recipe
         assert methods["shared-bayesian"]["pair_rule"] == methods["shared-laser"]["pair_rule"] == "random_routed"
     else:
