@@ -78,6 +78,32 @@ def test_a_generative_rm_scores_the_mean_log_prob_of_the_response(tiny):
     assert got[0] == pytest.approx(sum(token_logps) / len(token_logps), abs=1e-4)
 
 
+@pytest.mark.parametrize("drop", [0, 3, 200])
+def test_a_generative_rm_truncates_to_its_max_length(tiny, drop):
+    """The sheet's max_length: prompt tokens go first (from the left, one kept), then the
+    response's end; the reward is the mean log-prob of the response tokens kept, by hand."""
+    root, splits = tiny
+    rec = next(r for r in splits["test"] if r["domain"] == "instruct")
+    tok = models.load_tokenizer(root / "policy")
+    lm = models.load_policy(root / "policy", device="cpu")
+    p_ids = tok(rec["prompt"], add_special_tokens=False)["input_ids"]
+    full = tok(rec["prompt"] + rec["answer"] + tok.eos_token, add_special_tokens=False)["input_ids"]
+    n_resp = len(full) - len(p_ids)
+    if drop == 200:  # shorter than the response: one prompt token and the response's start remain
+        max_length, kept, n_prompt = n_resp - 1, full[len(p_ids) - 1 :][: n_resp - 1], 1
+    else:
+        max_length, kept, n_prompt = len(full) - drop, full[drop:], len(p_ids) - drop
+    rm = RewardModel("judge", str(root / "policy"), loss="lm", device="cpu", max_length=max_length)
+    got = rm.score([rec["prompt"]], [rec["answer"]])[0]
+    with torch.no_grad():
+        logp = torch.log_softmax(lm(torch.tensor([kept])).logits[0, :-1].float(), -1)
+    token_logps = [logp[i - 1, kept[i]].item() for i in range(n_prompt, len(kept))]
+    assert got == pytest.approx(sum(token_logps) / len(token_logps), abs=1e-4)
+    if drop:  # truncation changed what was scored
+        untruncated = RewardModel("judge", str(root / "policy"), loss="lm", device="cpu").score([rec["prompt"]], [rec["answer"]])[0]
+        assert got != pytest.approx(untruncated, abs=1e-6)
+
+
 def test_a_trained_generative_rm_prefers_what_it_was_fine_tuned_on(tiny):
     from rmroute.rewards.pool import train_generative_rm
 

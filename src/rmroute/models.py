@@ -211,26 +211,36 @@ def prompt_embeddings(model, tokenizer, prompts: list[str], kind: str = "last_hi
 
 
 @torch.no_grad()
-def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64):
+def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 64,
+                        max_length: int | None = None):
     """Summed and mean log-prob of each completion (+EOS) given its prompt, tokenized as TRL does.
 
-    Used for the DPO pair losses and as the reward of generative RMs (`loss: lm` in the pool sheet)."""
+    Used for the DPO pair losses and as the reward of generative RMs (`loss: lm` in the pool sheet).
+    With `max_length`, a longer sequence first loses prompt tokens from the left (one is kept, so
+    the first completion token is still predicted), then completion tokens from the right; only the
+    completion tokens kept are scored."""
     device = next(model.parameters()).device
     summed, mean = [], []
     eos = tokenizer.eos_token
     for i in range(0, len(prompts), batch_size):
         ps, cs = prompts[i : i + batch_size], completions[i : i + batch_size]
-        p_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in ps]
-        f_ids = [tokenizer(p + c + eos, add_special_tokens=False)["input_ids"] for p, c in zip(ps, cs)]
-        width = max(len(f) for f in f_ids)
-        ids = torch.full((len(f_ids), width), tokenizer.pad_token_id, dtype=torch.long)
+        rows = []
+        for p, c in zip(ps, cs):
+            p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+            f = tokenizer(p + c + eos, add_special_tokens=False)["input_ids"]
+            n_prompt = next((k for k, (a, b) in enumerate(zip(p_ids, f)) if a != b), min(len(p_ids), len(f)))
+            if max_length is not None and len(f) > max_length:
+                cut = min(len(f) - max_length, max(n_prompt - 1, 0))
+                f, n_prompt = f[cut:][:max_length], n_prompt - cut
+            rows.append((f, n_prompt))
+        width = max(len(f) for f, _ in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         comp = torch.zeros_like(ids)
-        for j, (p, f) in enumerate(zip(p_ids, f_ids)):
+        for j, (f, n_prompt) in enumerate(rows):
             start = width - len(f)  # left padding, as the policy sees prompts at generation
             ids[j, start:] = torch.tensor(f)
             mask[j, start:] = 1
-            n_prompt = next((k for k, (a, b) in enumerate(zip(p, f)) if a != b), min(len(p), len(f)))
             comp[j, start + n_prompt :] = 1
         ids, mask, comp = ids.to(device), mask.to(device), comp.to(device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)

@@ -201,5 +201,6 @@ class RewardModel:
         if self.chat_template == "tokenizer":
             prompts = [self._tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                            add_generation_prompt=True) for p in prompts]
-        _, mean = models.completion_logprobs(self._model, self._tokenizer, prompts, responses, batch_size=self.batch_size)
+        _, mean = models.completion_logprobs(self._model, self._tokenizer, prompts, responses, batch_size=self.batch_size,
+                                             max_length=self.max_length)
         return [float(x) for x in mean]
