@@ -54,6 +54,7 @@ def test_tables_follow_the_output_contract(tiny_run):
         "policy_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
         "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds"],
         "router_choices": ["method", "domain", "rm", "count"],
+        "pair_quality": ["method", "domain", "n_pairs", "right", "tie", "wrong", "chosen_correct"],
         "offline_router": ["split", "router_accuracy"],
         "routing_sim": ["router", "seed", "labelling_accuracy", "regret"],
     }
@@ -62,7 +63,7 @@ def test_tables_follow_the_output_contract(tiny_run):
         assert set(columns) <= set(table.columns), (name, list(table.columns))
         assert len(table) > 0, name
         assert (tables / f"{name}.md").exists(), name
-    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret"):
+    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret", "pair_quality"):
         assert (tiny_run / "figures" / f"{name}.png").stat().st_size > 0
         assert (tiny_run / "figures" / f"{name}.pdf").stat().st_size > 0
 

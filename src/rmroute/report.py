@@ -3,6 +3,7 @@ shape of the paper table it stands beside, with the published numbers next to ou
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -174,6 +175,34 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
     grid.figure.suptitle("Which RM each router picked, per domain (share of routed queries)", y=1.02)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)
+
+
+def pair_quality(pair_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
+    """Gold quality of the routed preference labels, for analysis only (no router reads it).
+
+    Per method and domain (and `all`): the share of DPO pairs whose chosen response is gold-better
+    (`right`), gold-equal (`tie`: no signal, yet the NLL term still trains on the chosen one) or
+    gold-worse (`wrong`) than the rejected one, and the share whose chosen response is fully
+    correct (`chosen_correct`). pair_files: (method, seed, iteration, pairs.jsonl path)."""
+    rows, order = [], []
+    for method, seed, it, path in pair_files:
+        if method not in order:
+            order.append(method)
+        with open(path) as fh:
+            for line in fh:
+                r = json.loads(line)
+                rows.append((method, seed, it, r["domain"], float(r["chosen_gold"]), float(r["rejected_gold"])))
+    d = pd.DataFrame(rows, columns=["method", "seed", "iteration", "domain", "chosen_gold", "rejected_gold"])
+    d["right"] = d["chosen_gold"] > d["rejected_gold"]
+    d["tie"] = d["chosen_gold"] == d["rejected_gold"]
+    d["wrong"] = d["chosen_gold"] < d["rejected_gold"]
+    d["chosen_correct"] = d["chosen_gold"] >= 1.0
+    d = pd.concat([d, d.assign(domain="all")], ignore_index=True)
+    out = d.groupby(["method", "domain"], sort=False).agg(
+        n_pairs=("right", "size"), right=("right", "mean"), tie=("tie", "mean"), wrong=("wrong", "mean"),
+        chosen_correct=("chosen_correct", "mean")).reset_index()
+    out["method"] = pd.Categorical(out["method"], categories=order, ordered=True)
+    return out.sort_values(["method", "domain"]).reset_index(drop=True).astype({"method": str})
 
 
 def cost_table(decisions: pd.DataFrame, benchmarks: list[tuple[str, int, int, str, str]]) -> pd.DataFrame:

@@ -119,6 +119,8 @@ def all_targets():
         f"{R}/tables/router_choices.tsv",
         f"{R}/figures/accuracy_vs_iteration.png",
         f"{R}/figures/router_choices.png",
+        f"{R}/tables/pair_quality.tsv",
+        f"{R}/figures/pair_quality.png",
     ]
     if NEEDS_OFFLINE_ROUTER:
         targets += [f"{R}/tables/offline_router.tsv", f"{R}/tables/routing_sim.tsv", f"{R}/figures/routing_regret.png"]

@@ -62,3 +62,20 @@ rule router_tables:
         "../../envs/rmroute.yaml"
     script:
         "../scripts/router_tables.py"
+
+
+rule pair_quality:
+    input:
+        pairs=[f"{R}/runs/{m}/{s}/it{i}/pairs.jsonl" for m in METHODS for s in SEEDS for i in ITERATIONS],
+    output:
+        table=report(f"{R}/tables/pair_quality.tsv", caption="../report/pair_quality.rst", category="Routers"),
+        png=report(f"{R}/figures/pair_quality.png", caption="../report/pair_quality.rst", category="Routers"),
+        pdf=f"{R}/figures/pair_quality.pdf",
+    params:
+        runs=[(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS],
+    log:
+        f"{R}/logs/pair_quality.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/pair_quality.py"

@@ -1,0 +1,32 @@
+"""Report tables computed from hand-made run outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rmroute import report
+
+
+def _pairs(path, rows):
+    path.write_text("".join(json.dumps({"domain": d, "chosen_gold": c, "rejected_gold": r, "prompt": "p",
+                                        "chosen": "a", "rejected": "b"}) + "\n" for d, c, r in rows))
+    return str(path)
+
+
+def test_pair_quality_by_hand(tmp_path):
+    a1 = _pairs(tmp_path / "a1.jsonl", [("arith", 1.0, 0.0), ("arith", 0.0, 0.0), ("instruct", 0.5, 0.75)])
+    a2 = _pairs(tmp_path / "a2.jsonl", [("arith", 0.0, 1.0)])
+    b1 = _pairs(tmp_path / "b1.jsonl", [("instruct", 1.0, 0.25)])
+    table = report.pair_quality([("zeta", 0, 1, a1), ("zeta", 1, 1, a2), ("alpha", 0, 1, b1)])
+    assert list(table["method"].unique()) == ["zeta", "alpha"]  # the config's method order, not alphabetical
+    row = table.set_index(["method", "domain"])
+    arith = row.loc[("zeta", "arith")]
+    assert arith["n_pairs"] == 3
+    assert (arith["right"], arith["tie"], arith["wrong"], arith["chosen_correct"]) == pytest.approx((1 / 3, 1 / 3, 1 / 3, 1 / 3))
+    everything = row.loc[("zeta", "all")]
+    assert everything["n_pairs"] == 4 and everything["wrong"] == pytest.approx(0.5)
+    assert everything["chosen_correct"] == pytest.approx(0.25)
+    assert row.loc[("alpha", "instruct")]["right"] == 1.0 and row.loc[("alpha", "instruct")]["chosen_correct"] == 1.0
+    assert set(table.loc[table["method"] == "alpha", "domain"]) == {"all", "instruct"}
