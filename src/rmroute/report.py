@@ -3,13 +3,14 @@ shape of the paper table it stands beside, with the published numbers next to ou
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from rmroute.testbed import read_jsonl
 
 # Our testbed domain -> the benchmark it stands in for, and the published numbers (METHODS.md).
 BENCHMARK_OF = {"arith": "GSM8K", "facts_mc": "MMLU", "facts_yesno": "StrategyQA", "instruct": "instruction following"}
@@ -184,14 +185,9 @@ def pair_quality(pair_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
     (`right`), gold-equal (`tie`: no signal, yet the NLL term still trains on the chosen one) or
     gold-worse (`wrong`) than the rejected one, and the share whose chosen response is fully
     correct (`chosen_correct`). pair_files: (method, seed, iteration, pairs.jsonl path)."""
-    rows, order = [], []
-    for method, seed, it, path in pair_files:
-        if method not in order:
-            order.append(method)
-        with open(path) as fh:
-            for line in fh:
-                r = json.loads(line)
-                rows.append((method, seed, it, r["domain"], float(r["chosen_gold"]), float(r["rejected_gold"])))
+    rows = [(method, seed, it, r["domain"], float(r["chosen_gold"]), float(r["rejected_gold"]))
+            for method, seed, it, path in pair_files for r in read_jsonl(path)]
+    order = list(dict.fromkeys(method for method, *_ in pair_files))
     d = pd.DataFrame(rows, columns=["method", "seed", "iteration", "domain", "chosen_gold", "rejected_gold"])
     d["right"] = d["chosen_gold"] > d["rejected_gold"]
     d["tie"] = d["chosen_gold"] == d["rejected_gold"]

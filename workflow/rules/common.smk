@@ -19,6 +19,7 @@ _, RM_SHEET, METHODS = load_config(config, PROJECT)
 RM_IDS = list(RM_SHEET["rm_id"])
 SEEDS = [int(s) for s in config["seeds"]]
 ITERATIONS = list(range(1, config["budget"]["iterations"] + 1))
+RUNS = [(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS]  # every (method, seed, iteration)
 R = config["results_dir"]
 ALL_SPLITS = [*SPLITS, OOD_SPLIT, "facts"]
 PAIR_SPLITS = ["rm_train", "router_offline", "test", OOD_SPLIT]  # splits turned into gold-labelled pairs
@@ -100,7 +101,7 @@ def get_offline_router(wildcards):
 
 def eval_files():
     files = [f"{R}/eval/sft.tsv"]
-    files += [f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m in METHODS for s in SEEDS for i in ITERATIONS]
+    files += [f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m, s, i in RUNS]
     return files
 
 

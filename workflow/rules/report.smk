@@ -17,7 +17,7 @@ rule sft_table:
 rule policy_tables:
     input:
         sft=rules.evaluate_sft.output.table,
-        evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m in METHODS for s in SEEDS for i in ITERATIONS],
+        evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m, s, i in RUNS],
     output:
         accuracy=f"{R}/tables/policy_accuracy.tsv",
         win_rate=f"{R}/tables/win_rate_vs_sft.tsv",
@@ -26,7 +26,7 @@ rule policy_tables:
         png=report(f"{R}/figures/accuracy_vs_iteration.png", caption="../report/accuracy_vs_iteration.rst", category="Policy"),
         pdf=f"{R}/figures/accuracy_vs_iteration.pdf",
     params:
-        runs=[(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS],
+        runs=RUNS,
         methods=list(METHODS),
         seeds=SEEDS,
         final_iteration=ITERATIONS[-1],
@@ -42,20 +42,14 @@ rule policy_tables:
 rule router_tables:
     input:
         decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in METHODS for s in SEEDS],
-        benchmarks=[
-            f"{R}/benchmarks/rules/{stage}/{m}/{s}/it{i}.tsv"
-            for stage in ("route_and_score", "dpo")
-            for m in METHODS
-            for s in SEEDS
-            for i in ITERATIONS
-        ],
+        benchmarks=[f"{R}/benchmarks/rules/{stage}/{m}/{s}/it{i}.tsv" for stage in ("route_and_score", "dpo") for m, s, i in RUNS],
     output:
         choices=report(f"{R}/tables/router_choices.tsv", caption="../report/router_choices.rst", category="Routers"),
         cost=f"{R}/tables/cost.tsv",
         png=report(f"{R}/figures/router_choices.png", caption="../report/router_choices.rst", category="Routers"),
         pdf=f"{R}/figures/router_choices.pdf",
     params:
-        runs=[(stage, m, s, i) for stage in ("route_and_score", "dpo") for m in METHODS for s in SEEDS for i in ITERATIONS],
+        runs=[(stage, *run) for stage in ("route_and_score", "dpo") for run in RUNS],
     log:
         f"{R}/logs/router_tables.log",
     conda:
@@ -66,13 +60,13 @@ rule router_tables:
 
 rule pair_quality:
     input:
-        pairs=[f"{R}/runs/{m}/{s}/it{i}/pairs.jsonl" for m in METHODS for s in SEEDS for i in ITERATIONS],
+        pairs=[f"{R}/runs/{m}/{s}/it{i}/pairs.jsonl" for m, s, i in RUNS],
     output:
         table=report(f"{R}/tables/pair_quality.tsv", caption="../report/pair_quality.rst", category="Routers"),
         png=report(f"{R}/figures/pair_quality.png", caption="../report/pair_quality.rst", category="Routers"),
         pdf=f"{R}/figures/pair_quality.pdf",
     params:
-        runs=[(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS],
+        runs=RUNS,
     log:
         f"{R}/logs/pair_quality.log",
     conda:
