@@ -144,8 +144,8 @@ def test_empty_generations_stay_in_the_rollout(tmp_path, monkeypatch, records):
 def test_identical_texts_are_never_paired():
     responses = ["", "", " 4", " 4"]
     scores = [3.0, 2.0, 1.0, 0.0]  # the two empty answers rank first and second
-    assert top_vs_next(responses, scores, 3) == [(0, 2), (0, 3)]
-    assert build_pairs("top_vs_next", responses, scores, 3) == [(0, 2), (0, 3)]
+    assert top_vs_next(responses, scores, 3) == [(0, 2)]  # one distinct text besides the top: one pair
+    assert build_pairs("top_vs_next", responses, scores, 3) == [(0, 2)]
     assert best_vs_worst(["", " 4", ""], [2.0, 1.0, 0.0]) == []  # best and worst are both empty
     assert best_vs_worst(["", " 4", " 5"], [2.0, 1.0, 0.0]) == [(0, 2)]
     pair_scores = {(a, b): (scores[a], scores[b]) for a, b in candidate_pairs(len(responses))}
@@ -155,6 +155,18 @@ def test_identical_texts_are_never_paired():
         assert build_pairs(rule, ["", "", ""], [1.0, 0.5, 0.0], 2) == []
     all_empty = {(a, b): (float(a), -float(b)) for a, b in candidate_pairs(3)}
     assert random_routed(["", "", ""], all_empty, 3, 0.0, random.Random(0)) == []
+
+
+def test_top_vs_next_skips_copies_of_the_top_and_of_each_other():
+    # Copies score alike and rank side by side: the rule pairs the top with the next P distinct
+    # texts, so a repeated sample cannot crowd the real pairs out.
+    responses = [" 7", " 7", " 7", " 5", " 5", " 9"]
+    scores = [0.9, 0.9, 0.9, 0.5, 0.5, 0.1]
+    assert top_vs_next(responses, scores, 2) == [(0, 3), (0, 5)]
+    assert top_vs_next(responses, scores, 1) == [(0, 3)]
+    # Under score noise a copy can rank apart from its twin; its best-ranked copy stands for it.
+    assert top_vs_next([" a", " b", " a", " c"], [3.0, 2.5, 2.0, 1.0], 2) == [(0, 1), (0, 3)]
+    assert top_vs_next([" a", " a"], [1.0, 1.0], 1) == []
 
 
 def test_all_empty_group_yields_no_pair_under_any_router():
@@ -186,8 +198,9 @@ def test_single_router_scores_with_its_rm_only():
     assert {d["rm"] for d in decisions} == {"rm_b"} and {d["arm"] for d in decisions} == {1}
     assert sum(d["rm_calls"] for d in decisions) == 9
     assert [d["decision_id"] for d in decisions] == ["b0", "b0", "b1"]  # batches of batch_prompts = 2
-    # rm_b's ranking, top vs next; in g2 the top two are both " 4", which is no preference.
-    assert [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pairs] == [("g0", " 4", " 5"), ("g1", " 4", " 5")]
+    # rm_b's ranking, top vs the next distinct text; in g2 the top two are both " 4", so " 4" meets " 6".
+    assert [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pairs] == [("g0", " 4", " 5"), ("g1", " 4", " 5"),
+                                                                            ("g2", " 4", " 6")]
 
 
 def test_ensemble_pays_k_calls_per_response():

@@ -1,6 +1,6 @@
 """Pair rules: how scored samples of one prompt become DPO preference pairs.
 
-* `top_vs_next` (LASeR): sort by the routed RM's score; top-1 vs ranks 2..P+1.
+* `top_vs_next` (LASeR): sort by the routed RM's score; top-1 vs the next P distinct responses.
 * `best_vs_worst`: one pair, highest vs lowest score.
 * `random_routed` (BayesianRouter): every candidate pair is scored by its own routed RM; pairs
   whose score gap is at most `tie_threshold` are dropped and k of the rest drawn at random;
@@ -15,10 +15,17 @@ import random
 
 
 def top_vs_next(responses: list[str], scores: list[float], pairs_per_prompt: int) -> list[tuple[int, int]]:
+    """Top-1 vs the next P *distinct* responses by score. Copies of one text score alike and sit
+    side by side in the ranking; skipping them keeps the P pairs the rule asks for instead of
+    letting a repeated sample crowd real pairs out."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    top = order[0]
-    out = [(top, j) for j in order[1 : 1 + pairs_per_prompt] if responses[j] != responses[top]]
-    return out
+    distinct, seen = [], set()
+    for i in order:  # the best-ranked copy of each text, in rank order
+        if responses[i] not in seen:
+            seen.add(responses[i])
+            distinct.append(i)
+    top = distinct[0]
+    return [(top, j) for j in distinct[1 : 1 + pairs_per_prompt]]
 
 
 def best_vs_worst(responses: list[str], scores: list[float]) -> list[tuple[int, int]]:
