@@ -50,6 +50,7 @@ def test_tables_follow_the_output_contract(tiny_run):
     tables = tiny_run / "tables"
     expected = {
         "sft_accuracy": ["domain", "accuracy"],
+        "sft_selection": ["step", "domain", "accuracy", "margin", "selected"],
         "rm_accuracy": ["rm", "domain", "accuracy"],
         "policy_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
         "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds"],

@@ -76,17 +76,67 @@ def prepare_data(testbed: dict, seed: int, out_dir: str | os.PathLike, hf_data: 
         write_jsonl(records, Path(out_dir) / f"{name}.jsonl")
 
 
-def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads: int, device: str, out_dir: str) -> None:
-    """Tokenizer + tiny Llama (policy.source = build) or an existing causal LM, then SFT."""
+def band_margin(accuracy: dict[str, float], band: tuple[float, float]) -> float:
+    """How deep inside [lo, hi] the worst domain lies (negative when some domain is outside)."""
+    lo, hi = band
+    return min(min(a - lo, hi - a) for a in accuracy.values())
+
+
+def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads: int, device: str, out_dir: str,
+                     val_path: str | None = None, selection_path: str | None = None) -> None:
+    """Tokenizer + tiny Llama (policy.source = build) or an existing causal LM, then SFT.
+
+    With `sft.select: band` the policy is evaluated (greedy, per domain) on the validation prompts
+    every `sft.select_every` steps and the checkpoint whose worst domain lies deepest inside
+    `sft.band` is kept. Each domain flips from chance to solved within a short stretch of
+    training, and where that stretch falls moves with the floating-point details of the machine;
+    choosing the step on held-out prompts keeps every domain's starting point in the band on any
+    machine, where a fixed step count does not. The test split is never read here.
+    """
+    import torch
+
     from rmroute.sft import train_sft
 
     models.set_threads(threads)
     models.set_seed(seed)
     records = read_jsonl(sft_path)
     model, tokenizer = models.initial_policy(policy, [r["prompt"] + r["answer"] for r in records], device)
+    select = sft.get("select", "last")
+    if select == "band" and not val_path:
+        raise ValueError("sft.select: band needs validation prompts (val_path)")
+    rows: list[dict] = []
+    best: dict = {"margin": float("-inf"), "step": 0, "state": None}
+    band = tuple(sft.get("band", (0.25, 0.75)))
+
+    def evaluate(step: int, current) -> None:
+        from rmroute.evaluate import greedy_outputs, score_outputs
+
+        rng = torch.get_rng_state()  # greedy decoding must not move the training's random stream
+        outputs = greedy_outputs(current, tokenizer, val, sft.get("max_new_tokens", 24))
+        torch.set_rng_state(rng)
+        scores = score_outputs(val, outputs)
+        accuracy = {d: float(np.mean([s for s, r in zip(scores, val) if r["domain"] == d])) for d in sorted({r["domain"] for r in val})}
+        margin = band_margin(accuracy, band)
+        rows.extend({"step": step, "domain": d, "accuracy": a, "margin": margin} for d, a in accuracy.items())
+        print(f"SFT step {step}: " + " ".join(f"{d} {a:.3f}" for d, a in accuracy.items()) + f" (margin {margin:+.3f})", flush=True)
+        if margin > best["margin"]:  # the earliest checkpoint of the deepest margin
+            best.update(margin=margin, step=step, state={k: v.detach().clone() for k, v in current.state_dict().items()})
+
+    val = read_jsonl(val_path) if select == "band" else []
     if sft["steps"] > 0:
+        every = int(sft.get("select_every", 50)) if select == "band" else 0
         train_sft(model, tokenizer, records, steps=sft["steps"], batch_size=sft["batch_size"], lr=sft["lr"],
-                  warmup_steps=sft.get("warmup_steps", 0), seed=seed, mix=sft["mix"], use_cpu=device == "cpu")
+                  warmup_steps=sft.get("warmup_steps", 0), seed=seed, mix=sft["mix"], use_cpu=device == "cpu",
+                  eval_every=every, eval_fn=evaluate if every else None)
+    if select == "band":
+        if not rows or rows[-1]["step"] != sft["steps"]:
+            evaluate(sft["steps"], model.eval())
+        model.load_state_dict(best["state"])
+        print(f"SFT: kept step {best['step']} of {sft['steps']} (worst domain {best['margin']:+.3f} inside the band {band})")
+    if selection_path:
+        table = pd.DataFrame(rows, columns=["step", "domain", "accuracy", "margin"])
+        table["selected"] = table["step"] == best["step"] if select == "band" else False
+        write_table(table, selection_path)
     models.save_atomic(model.eval(), tokenizer, out_dir)
 
 

@@ -5,8 +5,10 @@
 rule sft_policy:
     input:
         sft=f"{R}/data/sft.jsonl",
+        val=f"{R}/data/{config['sft']['select_split']}.jsonl",
     output:
         policy=directory(f"{R}/models/sft"),
+        selection=f"{R}/tables/sft_selection.tsv",
     params:
         policy=config["policy"],
         sft=config["sft"],

@@ -6,4 +6,5 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 from rmroute.stages import train_sft_policy  # noqa: E402
 
 train_sft_policy(snakemake.input.sft, snakemake.params.policy, snakemake.params.sft, snakemake.params.seed,
-                 snakemake.threads, snakemake.params.device, snakemake.output.policy)
+                 snakemake.threads, snakemake.params.device, snakemake.output.policy,
+                 val_path=snakemake.input.val, selection_path=snakemake.output.selection)

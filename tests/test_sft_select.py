@@ -1,0 +1,69 @@
+"""SFT checkpoint selection (`sft.select: band`): the kept policy is exactly the checkpoint the
+selection table marks, the same weights a run of that many steps trains, chosen on held-out
+prompts only."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from rmroute import models
+from rmroute.stages import band_margin, train_sft_policy
+from rmroute.testbed import TestbedConfig, generate_splits, write_jsonl
+
+POLICY = {"source": "build", "tokenizer_vocab": 400, "hidden_size": 32, "layers": 1, "heads": 2,
+          "intermediate_size": 64, "max_length": 128}
+
+
+def test_band_margin_is_the_worst_domains_depth_inside_the_band():
+    assert band_margin({"a": 0.5, "b": 0.5}, (0.25, 0.75)) == pytest.approx(0.25)
+    assert band_margin({"a": 0.5, "b": 0.3}, (0.25, 0.75)) == pytest.approx(0.05)
+    assert band_margin({"a": 0.9, "b": 0.5}, (0.25, 0.75)) == pytest.approx(-0.15)  # one domain above: negative
+    assert band_margin({"a": 0.0}, (0.25, 0.75)) == pytest.approx(-0.25)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft_select")
+    splits = generate_splits(TestbedConfig(n_entities=20, split_sizes={"sft": 60, "rm_train": 10, "router_offline": 6,
+                                                                       "rollout": 10, "test": 8}, ood_size=4))
+    for name in ("sft", "router_offline", "test"):
+        write_jsonl(splits[name], root / f"{name}.jsonl")
+    return root
+
+
+def _sft(steps: int, **select) -> dict:
+    return {"steps": steps, "batch_size": 8, "lr": 0.003, "warmup_steps": 0,
+            "mix": {"arith": 1.0, "facts_mc": 1.0, "facts_yesno": 1.0, "instruct": 1.0}, **select}
+
+
+def test_band_selection_keeps_the_marked_checkpoint_and_equals_a_run_of_that_length(data, one_torch_thread):
+    band = {"select": "band", "select_every": 4, "band": [0.0, 1.0], "max_new_tokens": 6}
+    train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(12, **band), 0, 1, "cpu", str(data / "band"),
+                     val_path=str(data / "router_offline.jsonl"), selection_path=str(data / "selection.tsv"))
+    table = pd.read_csv(data / "selection.tsv", sep="\t")
+    assert sorted(table["step"].unique()) == [4, 8, 12]
+    assert set(table["domain"]) == {"arith", "facts_mc", "facts_yesno", "instruct"}
+    per_step = table.groupby("step")["margin"].first()
+    chosen = int(table.loc[table["selected"], "step"].iloc[0])
+    assert table.loc[table["selected"], "step"].nunique() == 1
+    assert chosen == per_step[per_step == per_step.max()].index.min()  # the earliest of the deepest
+    for step, margin in per_step.items():
+        acc = table[table["step"] == step].set_index("domain")["accuracy"].to_dict()
+        assert margin == pytest.approx(band_margin(acc, (0.0, 1.0)), abs=1e-6)
+
+    train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(chosen), 0, 1, "cpu", str(data / "fixed"))
+    kept = models.load_policy(data / "band", device="cpu").state_dict()
+    fixed = models.load_policy(data / "fixed", device="cpu").state_dict()
+    assert all(torch.equal(kept[k], fixed[k]) for k in kept)
+    if chosen != 12:  # and not the last checkpoint's weights
+        last_run = data / "last"
+        train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(12), 0, 1, "cpu", str(last_run))
+        last = models.load_policy(last_run, device="cpu").state_dict()
+        assert not all(torch.equal(kept[k], last[k]) for k in kept)
+
+
+def test_band_selection_needs_validation_prompts(data):
+    with pytest.raises(ValueError, match="val_path"):
+        train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(4, select="band"), 0, 1, "cpu", str(data / "none"))
