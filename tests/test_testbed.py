@@ -4,6 +4,7 @@ reproducible from the seed, balanced, and solved exactly by their own gold answe
 from __future__ import annotations
 
 import random
+import re
 import statistics
 
 import pytest
@@ -173,6 +174,19 @@ def test_yesno_labels_are_balanced_in_test(seed):
     test = generate_splits(small_config(seed))["test"]
     share_yes = statistics.mean(r["answer"] == " yes" for r in test if r["domain"] == "facts_yesno")
     assert 0.4 <= share_yes <= 0.6, share_yes
+
+
+def test_yesno_questions_compare_two_stated_counts(splits):
+    pattern = re.compile(r"The (\w+) has (\d+) (\w+) and the (\w+) has (\d+) \3\. Does the \1 have more \3\?")
+    for record in splits["test"] + splits["rollout"]:
+        if record["domain"] != "facts_yesno":
+            continue
+        first, a, _, second, b = pattern.search(record["prompt"]).groups()
+        a, b = int(a), int(b)
+        assert first != second and 1 <= min(a, b) and max(a, b) <= 60 and 1 <= abs(a - b) <= 4, record
+        assert record["answer"] == (" yes" if a > b else " no"), record
+    ood = [r for r in splits["test_ood"] if r["domain"] == "facts_yesno"]
+    assert ood and all("Is it true that" in r["prompt"] for r in ood)
 
 
 def test_gold_answers_score_one_and_corrupted_answers_less(splits):

@@ -201,8 +201,13 @@ def check_config(config: dict, root: str | os.PathLike) -> None:
     if testbed["reverse_min_words"] > testbed["reverse_max_words"]:
         raise ConfigError(f"testbed.reverse_min_words: {testbed['reverse_min_words']} exceeds "
                           f"testbed.reverse_max_words ({testbed['reverse_max_words']})")
+    if testbed["yesno_max_gap"] >= testbed["yesno_max_number"]:
+        raise ConfigError(f"testbed.yesno_max_gap: {testbed['yesno_max_gap']} must be below "
+                          f"testbed.yesno_max_number ({testbed['yesno_max_number']})")
     sft = config["sft"]
     sft.setdefault("mix", {domain: 1.0 for domain in DOMAINS})  # the schema leaves it optional: equal weights
+    if sft["band"][0] >= sft["band"][1]:
+        raise ConfigError(f"sft.band: lower edge {sft['band'][0]} must be below the upper edge {sft['band'][1]}")
     policy = config["policy"]
     if policy["source"] == "build":
         missing = [k for k in ("layers", "heads", "intermediate_size") if k not in policy]

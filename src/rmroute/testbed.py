@@ -42,6 +42,8 @@ class TestbedConfig:
     arith_two_step_fraction: float = 0.3  # share of problems with two operations (harder)
     ood_arith_max_number: int = 60  # OOD arithmetic uses longer numbers
     n_entities: int = 200  # size of the generated fact base
+    yesno_max_number: int = 60  # yes/no counts are drawn from 1..yesno_max_number (test_ood: twice that)
+    yesno_max_gap: int = 4  # the two counts of a yes/no question differ by 1..yesno_max_gap
     mc_options: int = 4  # options per multiple-choice question
     reverse_min_words: int = 3  # instruction domain: fewest words to reverse
     reverse_max_words: int = 7  # most words to reverse
@@ -114,18 +116,24 @@ def gen_facts_mc(rng: random.Random, cfg: TestbedConfig, facts: dict, ood: bool)
 
 
 def gen_facts_yesno(rng: random.Random, cfg: TestbedConfig, facts: dict, ood: bool) -> tuple[str, str, dict]:
-    """Two facts about one entity must both hold: yes needs both recalled, no needs one refuted."""
-    entity = rng.choice(sorted(facts))
-    first, second = rng.sample(sorted(ATTRIBUTES), 2)
-    claim = {a: facts[entity][a] for a in (first, second)}
-    same = rng.random() < 0.5  # balanced labels: choose the label first, then falsify 1 or 2 claims
-    if not same:
-        for attr in rng.choice([[first], [second], [first, second]]):
-            claim[attr] = rng.choice([v for v in ATTRIBUTES[attr] if v != facts[entity][attr]])
-    text = {"colour": "is {}", "city": "lives in {}", "pet": "keeps a {}"}
-    both = f"{text[first].format(claim[first])} and {text[second].format(claim[second])}"
-    q = f"Is it true that the {entity} {both}?" if ood else f"Does the {entity} hold both: it {both}?"
-    return f"Q: {q}\nA:", " yes" if same else " no", {"attributes": [first, second]}
+    """Yes/no over two facts stated in the prompt: does one entity keep more of a thing than another?
+
+    The answer needs an implicit step (compare two numbers read from the prompt), as StrategyQA's
+    answers do, and the skill transfers across prompts, so on-policy training can improve it. The
+    counts differ by 1..yesno_max_gap, so the tens digit alone often does not decide.
+    """
+    first, second = rng.sample(sorted(facts), 2)
+    item = rng.choice(ITEMS)
+    hi = 2 * cfg.yesno_max_number if ood else cfg.yesno_max_number
+    gap = rng.randint(1, cfg.yesno_max_gap)
+    small = rng.randint(1, hi - gap)
+    yes = rng.random() < 0.5  # balanced labels: choose the label first
+    a, b = (small + gap, small) if yes else (small, small + gap)
+    if ood:
+        q = f"The {second} keeps {b} {item}; the {first} keeps {a}. Is it true that the {first} keeps more?"
+    else:
+        q = f"The {first} has {a} {item} and the {second} has {b} {item}. Does the {first} have more {item}?"
+    return f"Q: {q}\nA:", " yes" if yes else " no", {"gap": gap}
 
 
 def gen_instruct(rng: random.Random, cfg: TestbedConfig, ood: bool) -> tuple[str, str, dict]:
