@@ -109,13 +109,13 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
     band = tuple(sft.get("band", (0.25, 0.75)))
 
     def evaluate(step: int, current) -> None:
-        from rmroute.evaluate import greedy_outputs, score_outputs
+        from rmroute.evaluate import evaluation_table, greedy_outputs
 
         rng = torch.get_rng_state()  # greedy decoding must not move the training's random stream
         outputs = greedy_outputs(current, tokenizer, val, sft.get("max_new_tokens", 24))
         torch.set_rng_state(rng)
-        scores = score_outputs(val, outputs)
-        accuracy = {d: float(np.mean([s for s, r in zip(scores, val) if r["domain"] == d])) for d in sorted({r["domain"] for r in val})}
+        table = evaluation_table(val, outputs, None)
+        accuracy = dict(zip(table["domain"], table["value"].astype(float)))
         margin = band_margin(accuracy, band)
         rows.extend({"step": step, "domain": d, "accuracy": a, "margin": margin} for d, a in accuracy.items())
         print(f"SFT step {step}: " + " ".join(f"{d} {a:.3f}" for d, a in accuracy.items()) + f" (margin {margin:+.3f})", flush=True)
