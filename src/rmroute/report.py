@@ -146,12 +146,16 @@ def accuracy_figure(acc: pd.DataFrame, png, pdf) -> None:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from matplotlib.ticker import MaxNLocator
+
     avg = acc.groupby(["method", "seed", "iteration"], as_index=False)["accuracy"].mean().assign(domain="average")
     data = pd.concat([acc, avg])
     data["accuracy"] *= 100
     grid = sns.relplot(data=data, x="iteration", y="accuracy", hue="method", col="domain", col_wrap=3, kind="line",
                        errorbar=("ci", 95), marker="o", height=3.0, aspect=1.2, facet_kws={"sharey": False})
     grid.set_axis_labels("iteration (0 = SFT)", "test accuracy (%)")
+    for ax in grid.axes.flat:  # iterations are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     grid.figure.suptitle("Policy accuracy per iteration (mean, 95% CI over seeds)", y=1.02)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)
