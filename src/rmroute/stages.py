@@ -104,6 +104,7 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
     select = sft.get("select", "last")
     if select == "band" and not val_path:
         raise ValueError("sft.select: band needs validation prompts (val_path)")
+    val = read_jsonl(val_path) if select == "band" else []
     rows: list[dict] = []
     best: dict = {"margin": float("-inf"), "step": 0, "state": None}
     band = tuple(sft.get("band", (0.25, 0.75)))
@@ -122,7 +123,6 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
         if margin > best["margin"]:  # the earliest checkpoint of the deepest margin
             best.update(margin=margin, step=step, state={k: v.detach().clone() for k, v in current.state_dict().items()})
 
-    val = read_jsonl(val_path) if select == "band" else []
     if sft["steps"] > 0:
         every = int(sft.get("select_every", 50)) if select == "band" else 0
         train_sft(model, tokenizer, records, steps=sft["steps"], batch_size=sft["batch_size"], lr=sft["lr"],
