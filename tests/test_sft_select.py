@@ -39,9 +39,9 @@ def _sft(steps: int, **select) -> dict:
 
 
 def test_band_selection_keeps_the_marked_checkpoint_and_equals_a_run_of_that_length(data, one_torch_thread):
-    band = {"select": "band", "select_every": 4, "band": [0.0, 1.0], "max_new_tokens": 6}
+    band = {"select": "band", "select_every": 4, "band": [0.0, 1.0]}
     train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(12, **band), 0, 1, "cpu", str(data / "band"),
-                     val_path=str(data / "router_offline.jsonl"), selection_path=str(data / "selection.tsv"))
+                     val_path=str(data / "router_offline.jsonl"), selection_path=str(data / "selection.tsv"), max_new_tokens=6)
     table = pd.read_csv(data / "selection.tsv", sep="\t")
     assert sorted(table["step"].unique()) == [4, 8, 12]
     assert set(table["domain"]) == {"arith", "facts_mc", "facts_yesno", "instruct"}

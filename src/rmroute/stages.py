@@ -83,7 +83,7 @@ def band_margin(accuracy: dict[str, float], band: tuple[float, float]) -> float:
 
 
 def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads: int, device: str, out_dir: str,
-                     val_path: str | None = None, selection_path: str | None = None) -> None:
+                     val_path: str | None = None, selection_path: str | None = None, max_new_tokens: int = 24) -> None:
     """Tokenizer + tiny Llama (policy.source = build) or an existing causal LM, then SFT.
 
     With `sft.select: band` the policy is evaluated (greedy, per domain) on the validation prompts
@@ -91,7 +91,8 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
     `sft.band` is kept. Each domain flips from chance to solved within a short stretch of
     training, and where that stretch falls moves with the floating-point details of the machine;
     choosing the step on held-out prompts keeps every domain's starting point in the band on any
-    machine, where a fixed step count does not. The test split is never read here.
+    machine, where a fixed step count does not. The test split is never read here; greedy answers
+    are cut at `max_new_tokens`, as in the evaluation.
     """
     import torch
 
@@ -113,7 +114,7 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
         from rmroute.evaluate import evaluation_table, greedy_outputs
 
         rng = torch.get_rng_state()  # greedy decoding must not move the training's random stream
-        outputs = greedy_outputs(current, tokenizer, val, sft.get("max_new_tokens", 24))
+        outputs = greedy_outputs(current, tokenizer, val, max_new_tokens)
         torch.set_rng_state(rng)
         table = evaluation_table(val, outputs, None)
         accuracy = dict(zip(table["domain"], table["value"].astype(float)))

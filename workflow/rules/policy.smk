@@ -12,6 +12,7 @@ rule sft_policy:
     params:
         policy=config["policy"],
         sft=config["sft"],
+        max_new_tokens=config["evaluation"]["max_new_tokens"],
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
