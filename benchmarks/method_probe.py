@@ -69,12 +69,12 @@ def main() -> None:
         row["path"] = str(base / "rms" / row["rm_id"]) if row["source"] == "train" else row["source"]
     offline = str(base / "offline_router") if method["router"] in ("thompson", "offline-only") else None
     sft = base / "models" / "sft"
-    sft_table = (base / "eval" / "sft.tsv")
+    sft_table = base / "eval" / "sft.tsv"
     if sft_table.exists():
         import pandas as pd
 
         acc = pd.read_csv(sft_table, sep="\t").query("metric == 'accuracy'")
-        print(f"SFT: " + " ".join(f"{d}={v:.3f}" for d, v in zip(acc["domain"], acc["value"])) + f" avg={acc['value'].mean():.4f}")
+        print("SFT: " + " ".join(f"{d}={v:.3f}" for d, v in zip(acc["domain"], acc["value"])) + f" avg={acc['value'].mean():.4f}")
     out = Path(args.out)
     previous, state = str(sft), None
     for it in range(1, config["budget"]["iterations"] + 1):
