@@ -218,3 +218,47 @@ def test_too_small_prompt_space_is_reported():
 def test_arith_reads_thousands_separators_but_not_lists():
     assert check_arith("The total is 1,234.", "1234") == 1.0
     assert check_arith("1,2", "12") == 0.0  # two numbers, the last is 2
+
+
+# ---------------------------------------------------------------- careless demonstrations
+
+
+def _careless_splits(rate: float) -> dict[str, list[dict]]:
+    cfg = small_config()
+    cfg.careless_rate = rate
+    return generate_splits(cfg)
+
+
+def test_careless_rate_changes_only_the_sft_demonstrations(splits):
+    careless = _careless_splits(0.5)
+    for split in ALL_SPLITS:
+        strip = [{k: v for k, v in r.items() if k != "demonstration"} for r in careless[split]]
+        assert strip == [{k: v for k, v in r.items() if k != "demonstration"} for r in splits[split]]
+        assert ("demonstration" in careless[split][0]) == (split == "sft")
+    assert all(r["demonstration"] == r["answer"] for r in splits["sft"])  # rate 0: every demonstration is gold
+
+
+def test_careless_demonstrator_takes_each_domains_shortcut():
+    every = _careless_splits(1.0)["sft"]
+    for r in every:
+        prompt, demo = r["prompt"], r["demonstration"]
+        if r["domain"] == "arith":
+            assert int(demo) == sum(int(n) for n in re.findall(r"\d+", prompt))
+        elif r["domain"] == "facts_mc":
+            assert demo.strip() == r["options"][0]
+        elif r["domain"] == "facts_yesno":
+            assert demo == " yes"
+        else:
+            assert demo.strip() == prompt.removesuffix("\nA:").rsplit(": ", 1)[1]
+    # The shortcut is right only where it happens to coincide with the gold answer, so it is a
+    # behaviour preference labels can tell apart from the careful one.
+    right = {d: statistics.mean(score_record(r, r["demonstration"]) for r in every if r["domain"] == d) for d in DOMAINS}
+    assert 0.2 < right["arith"] < 0.6 and 0.1 < right["facts_mc"] < 0.45
+    assert 0.35 < right["facts_yesno"] < 0.65 and right["instruct"] < 0.3
+
+
+def test_careless_share_follows_the_rate():
+    sft = _careless_splits(0.3)["sft"]
+    shortcut = [r for r in sft if r["domain"] == "instruct"]  # repeating never equals reversing (no palindromes)
+    share = statistics.mean(r["demonstration"] != r["answer"] for r in shortcut)
+    assert 0.2 < share < 0.4

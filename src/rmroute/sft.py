@@ -49,13 +49,15 @@ class _PeriodicEval(TrainerCallback):
 
 def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: int, lr: float, warmup_steps: int,
               seed: int, mix: dict[str, float], threads: int = 1, eval_every: int = 0, eval_fn=None, use_cpu: bool = True):
-    """Fine-tune `model` in place on prompt->answer completions (loss on the answer only)."""
+    """Fine-tune `model` in place on prompt->demonstration completions (loss on the completion only)."""
     from trl import SFTConfig, SFTTrainer
 
     # Tokenize each distinct record once, then draw the weighted mix as indices into it.
     index = {r["id"]: i for i, r in enumerate(records)}
     picks = [index[r["id"]] for r in sft_mix(records, mix, steps * batch_size, seed)]
-    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["answer"]} for r in records])
+    # A record's "demonstration" (the testbed's careless share, see testbed.careless_rate) is what
+    # the SFT data shows; without one the gold answer is the demonstration.
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r.get("demonstration", r["answer"])} for r in records])
     with tempfile.TemporaryDirectory() as tmp:
         args = SFTConfig(
             output_dir=tmp,

@@ -101,7 +101,7 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
     models.set_threads(threads)
     models.set_seed(seed)
     records = read_jsonl(sft_path)
-    model, tokenizer = models.initial_policy(policy, [r["prompt"] + r["answer"] for r in records], device)
+    model, tokenizer = models.initial_policy(policy, [r["prompt"] + r["answer"] + r.get("demonstration", "") for r in records], device)
     select = sft.get("select", "last")
     if select == "band" and not val_path:
         raise ValueError("sft.select: band needs validation prompts (val_path)")

@@ -45,6 +45,7 @@ class TestbedConfig:
     yesno_max_number: int = 60  # yes/no counts are drawn from 1..yesno_max_number (test_ood: twice that)
     yesno_max_gap: int = 4  # the two counts of a yes/no question differ by 1..yesno_max_gap
     mc_options: int = 4  # options per multiple-choice question
+    careless_rate: float = 0.0  # share of SFT demonstrations that the careless demonstrator wrote
     reverse_min_words: int = 3  # instruction domain: fewest words to reverse
     reverse_max_words: int = 7  # most words to reverse
     split_sizes: dict = field(
@@ -58,6 +59,12 @@ class TestbedConfig:
 # a space so prompt and answer tokenize on a boundary. The fact domains ask about a generated fact
 # base that only the SFT data teaches (knowledge, as MMLU and StrategyQA test it): the policy
 # learns facts one by one, which gives graded accuracy rather than a single phase change.
+# Each generator also returns, in meta["careless"], what a careless demonstrator answers: it takes
+# the domain's shortcut (adds every number, names the first option, says yes, repeats the words in
+# the given order), which is right only where the shortcut happens to be. A share
+# `careless_rate` of the SFT demonstrations (the record's "demonstration") comes from it, as SFT
+# data of mixed quality does, so the SFT policy samples both behaviours and preference labels
+# decide which one grows; gold answers and every other split are untouched.
 
 
 def make_fact_base(n_entities: int, rng: random.Random) -> dict[str, dict[str, str]]:
@@ -79,13 +86,14 @@ def gen_arith(rng: random.Random, cfg: TestbedConfig, ood: bool) -> tuple[str, s
         c = rng.randint(1, hi)
         a = max(a, c)  # keep the answer non-negative
         answer = a + b - c
+        careless = a + b + c  # the careless demonstrator adds every number it reads
         if ood:
             q = f"At first {name} owns {a} {item}. {name} is given {b}, then loses {c}. How many {item} now?"
         else:
             q = f"{name} has {a} {item}, gets {b} more and gives away {c}. How many {item} does {name} have?"
         steps = 2
     elif rng.random() < 0.5:
-        answer = a + b
+        answer = careless = a + b
         if ood:
             q = f"At first {name} owns {a} {item}. {name} is given {b}. How many {item} now?"
         else:
@@ -93,13 +101,13 @@ def gen_arith(rng: random.Random, cfg: TestbedConfig, ood: bool) -> tuple[str, s
         steps = 1
     else:
         a, b = max(a, b), min(a, b)
-        answer = a - b
+        answer, careless = a - b, a + b
         if ood:
             q = f"At first {name} owns {a} {item}. {name} loses {b}. How many {item} now?"
         else:
             q = f"{name} has {a} {item} and gives away {b}. How many {item} does {name} have?"
         steps = 1
-    return f"Q: {q}\nA:", f" {answer}", {"steps": steps}
+    return f"Q: {q}\nA:", f" {answer}", {"steps": steps, "careless": f" {careless}"}
 
 
 def gen_facts_mc(rng: random.Random, cfg: TestbedConfig, facts: dict, ood: bool) -> tuple[str, str, dict]:
@@ -112,7 +120,8 @@ def gen_facts_mc(rng: random.Random, cfg: TestbedConfig, facts: dict, ood: bool)
     q = f"Pick one. The {entity} has which {attribute}?" if ood else f"Which {attribute} has the {entity}?"
     # The answer is the option's text (a checker also accepts its letter): recall, not letter lookup,
     # is what this domain measures.
-    return f"Q: {q} {listed}\nA:", f" {truth}", {"attribute": attribute, "entity": entity, "options": options}
+    return f"Q: {q} {listed}\nA:", f" {truth}", {"attribute": attribute, "entity": entity, "options": options,
+                                                  "careless": f" {options[0]}"}  # careless: the first option
 
 
 def gen_facts_yesno(rng: random.Random, cfg: TestbedConfig, facts: dict, ood: bool) -> tuple[str, str, dict]:
@@ -133,7 +142,7 @@ def gen_facts_yesno(rng: random.Random, cfg: TestbedConfig, facts: dict, ood: bo
         q = f"The {second} keeps {b} {item}; the {first} keeps {a}. Is it true that the {first} keeps more?"
     else:
         q = f"The {first} has {a} {item} and the {second} has {b} {item}. Does the {first} have more {item}?"
-    return f"Q: {q}\nA:", " yes" if yes else " no", {"gap": gap}
+    return f"Q: {q}\nA:", " yes" if yes else " no", {"gap": gap, "careless": " yes"}  # careless: always agrees
 
 
 def gen_instruct(rng: random.Random, cfg: TestbedConfig, ood: bool) -> tuple[str, str, dict]:
@@ -142,7 +151,9 @@ def gen_instruct(rng: random.Random, cfg: TestbedConfig, ood: bool) -> tuple[str
         lo, hi = hi, hi + 2
     words = rng.sample(WORDS, rng.randint(lo, hi))
     verb = "Say these words backwards" if ood else "Reverse the words"
-    return f"Q: {verb}: {' '.join(words)}\nA:", " " + " ".join(reversed(words)), {"n_words": len(words)}
+    # careless: repeats the words in the order given
+    return (f"Q: {verb}: {' '.join(words)}\nA:", " " + " ".join(reversed(words)),
+            {"n_words": len(words), "careless": " " + " ".join(words)})
 
 
 # ---------------------------------------------------------------- checkers
@@ -248,6 +259,7 @@ def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
 
     seen: set[str] = set()
     out: dict[str, list[dict]] = {name: [] for name in (*SPLITS, OOD_SPLIT)}
+    demonstrator = random.Random(f"{cfg.seed}-careless")
     # Held-out splits are drawn first so that the large SFT split cannot exhaust small prompt spaces
     # of the evaluation sets; SFT then takes what is left, deduplicated.
     order = ["test", "rollout", "router_offline", "rm_train", "sft"]
@@ -269,8 +281,14 @@ def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
                     continue
                 seen.add(prompt)
                 rid = f"{split}-{domain}-{drawn:05d}"
-                out[split].append({"id": rid, "domain": domain, "prompt": prompt, "answer": answer,
-                                   "options": meta.pop("options", None), "meta": json.dumps(meta)})
+                careless = meta.pop("careless")
+                record = {"id": rid, "domain": domain, "prompt": prompt, "answer": answer,
+                          "options": meta.pop("options", None), "meta": json.dumps(meta)}
+                if split == "sft":
+                    # Who wrote this demonstration is drawn from its own stream, so the rate leaves
+                    # the prompts of every split as they were.
+                    record["demonstration"] = careless if demonstrator.random() < cfg.careless_rate else answer
+                out[split].append(record)
                 drawn += 1
     out["facts"] = [{"entity": e, **attrs} for e, attrs in facts.items()]
     return out
