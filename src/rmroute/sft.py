@@ -1,10 +1,11 @@
 """Supervised warm start of the policy with TRL's SFTTrainer on the testbed's SFT split.
 
-The step count is a fixed number chosen by a sweep (config `sft.steps`), never a wall-clock budget:
-each testbed domain flips from chance to solved within a short stretch of training, so only a
-step count reproduces the same starting accuracy. The learning rate is constant after warm-up and
-batches are taken in stream order, so the checkpoint at step S of a sweep is exactly the policy a
-run with `sft.steps = S` trains.
+The SFT targets are the records' demonstrations (gold answers, or the careless demonstrator's
+shortcut for a share `testbed.careless_rate` of them). The length of training is a step count
+(`sft.steps`, with `sft.select: band` choosing a checkpoint on held-out prompts), never a
+wall-clock budget. The learning rate is constant after warm-up and batches are taken in stream
+order, so the checkpoint at step S of a longer run is exactly the policy a run with
+`sft.steps = S` trains.
 """
 
 from __future__ import annotations
