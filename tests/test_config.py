@@ -322,9 +322,9 @@ def test_snakemake_stops_before_scheduling(tmp_path: Path):
     assert "Job stats" not in output
 
 
-@pytest.mark.parametrize("name", ["baselines.yaml", "full.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["baselines.yaml", "full.yaml", "paper.yaml", "quick.yaml"])
 def test_shipped_configs_resolve(name: str):
-    """The baselines and full matrices and the paper-scale config validate and resolve every method."""
+    """The quick, baselines and full configs and the paper-scale config validate and resolve every method."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
     _, sheet, methods = load_config(config, REPO)
     assert set(methods) == set(config["methods"])
@@ -334,6 +334,12 @@ def test_shipped_configs_resolve(name: str):
         assert {k: v for k, v in raw.items() if k not in ("run_name", "methods")} == \
             {k: v for k, v in default.items() if k not in ("run_name", "methods")}
         assert set(sheet["rm_id"]) == {m["rm"] for m in methods.values() if m["router"] == "single"}
+    elif name == "quick.yaml":  # the default at a smaller routed budget, in its own results directory
+        raw, default = (yaml.safe_load((REPO / "config" / f).read_text()) for f in (name, "config.yaml"))
+        differs = {k for k in raw if raw[k] != default[k]}
+        assert differs == {"run_name", "results_dir", "budget"} and raw["results_dir"] != default["results_dir"]
+        assert {k for k in raw["budget"] if raw["budget"][k] != default["budget"][k]} == \
+            {"iterations", "prompts_per_iteration"}
     elif name == "full.yaml":
         assert methods["nll-only"]["loss"] == "nll"  # a method key overrides its recipe
         assert methods["shared-bayesian"]["pair_rule"] == methods["shared-laser"]["pair_rule"] == "random_routed"
