@@ -30,3 +30,24 @@ def test_pair_quality_by_hand(tmp_path):
     assert everything["chosen_correct"] == pytest.approx(0.25)
     assert row.loc[("alpha", "instruct")]["right"] == 1.0 and row.loc[("alpha", "instruct")]["chosen_correct"] == 1.0
     assert set(table.loc[table["method"] == "alpha", "domain"]) == {"all", "instruct"}
+
+
+def test_router_choice_figure_names_the_domains_under_every_panel(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    choices = pd.DataFrame([{"method": m, "domain": d, "rm": r, "count": 1, "share": 0.5}
+                            for m in ("laser", "oracle", "random", "bayesian", "rm-a", "rm-b")
+                            for d in ("instruct", "arith") for r in ("rm_a", "rm_b")])
+    seen = {}
+
+    def keep(fig, png, pdf=None):  # read the axes back before the figure is closed
+        fig.canvas.draw()
+        seen["labels"] = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_title()]
+        fig.savefig(png)
+
+    monkeypatch.setattr(report, "save_figure", keep)
+    report.router_choice_figure(choices, tmp_path / "c.png", None)
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert seen["labels"] == [["arith", "instruct"]] * 6
+    plt.close("all")
