@@ -51,3 +51,18 @@ def test_router_choice_figure_names_the_domains_under_every_panel(tmp_path, monk
     assert (tmp_path / "c.png").stat().st_size > 0
     assert seen["labels"] == [["arith", "instruct"]] * 6
     plt.close("all")
+
+
+def test_heatmap_rows_follow_the_table_order(tmp_path, monkeypatch):
+    import pandas as pd
+
+    table = pd.DataFrame([{"method": m, "domain": d, "right": 0.5} for m in ("zeta", "alpha", "mid") for d in ("b", "a")])
+    seen = {}
+
+    def keep(fig, png, pdf=None):
+        fig.canvas.draw()
+        seen["rows"] = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+
+    monkeypatch.setattr(report, "save_figure", keep)
+    report.heatmap(table, "method", "domain", "right", "t", tmp_path / "h.png", None)
+    assert seen["rows"] == ["zeta", "alpha", "mid"]

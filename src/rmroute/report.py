@@ -79,7 +79,8 @@ def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: s
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    wide = table.pivot(index=index, columns=columns, values=values)
+    # Rows in the table's order (the config's method or RM order), not pivot's alphabetical one.
+    wide = table.pivot(index=index, columns=columns, values=values).reindex(table[index].drop_duplicates())
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * wide.shape[1], 1.0 + 0.5 * wide.shape[0]))
     sns.heatmap(wide, annot=True, fmt=fmt, cmap="viridis", vmin=0, vmax=1, ax=ax, cbar_kws={"label": values})
     ax.set_title(title)
