@@ -185,6 +185,7 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
         ax.tick_params(labelbottom=True)
         ax.set_xticks(range(len(domains)))
         ax.set_xticklabels(domains, rotation=30, ha="right")
+    grid.tight_layout()  # room for those labels between the rows
     grid.figure.suptitle("Which RM each router picked, per domain (share of routed queries)", y=1.02)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)
