@@ -32,37 +32,37 @@ def test_pair_quality_by_hand(tmp_path):
     assert set(table.loc[table["method"] == "alpha", "domain"]) == {"all", "instruct"}
 
 
-def test_router_choice_figure_names_the_domains_under_every_panel(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The figures the report functions save, drawn first so their tick labels are the rendered ones."""
+    figures = []
+
+    def keep(fig, png, pdf=None):
+        fig.canvas.draw()
+        fig.savefig(png)
+        figures.append(fig)
+
+    monkeypatch.setattr(report, "save_figure", keep)
+    return figures
+
+
+def test_router_choice_figure_names_the_domains_under_every_panel(tmp_path, saved_figures):
     import pandas as pd
 
     choices = pd.DataFrame([{"method": m, "domain": d, "rm": r, "count": 1, "share": 0.5}
                             for m in ("laser", "oracle", "random", "bayesian", "rm-a", "rm-b")
                             for d in ("instruct", "arith") for r in ("rm_a", "rm_b")])
-    seen = {}
-
-    def keep(fig, png, pdf=None):  # read the axes back before the figure is closed
-        fig.canvas.draw()
-        seen["labels"] = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_title()]
-        fig.savefig(png)
-
-    monkeypatch.setattr(report, "save_figure", keep)
     report.router_choice_figure(choices, tmp_path / "c.png", None)
     assert (tmp_path / "c.png").stat().st_size > 0
-    assert seen["labels"] == [["arith", "instruct"]] * 6
-    plt.close("all")
+    (fig,) = saved_figures
+    labels = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_title()]
+    assert labels == [["arith", "instruct"]] * 6
 
 
-def test_heatmap_rows_follow_the_table_order(tmp_path, monkeypatch):
+def test_heatmap_rows_follow_the_table_order(tmp_path, saved_figures):
     import pandas as pd
 
     table = pd.DataFrame([{"method": m, "domain": d, "right": 0.5} for m in ("zeta", "alpha", "mid") for d in ("b", "a")])
-    seen = {}
-
-    def keep(fig, png, pdf=None):
-        fig.canvas.draw()
-        seen["rows"] = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-
-    monkeypatch.setattr(report, "save_figure", keep)
     report.heatmap(table, "method", "domain", "right", "t", tmp_path / "h.png", None)
-    assert seen["rows"] == ["zeta", "alpha", "mid"]
+    (fig,) = saved_figures
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["zeta", "alpha", "mid"]
