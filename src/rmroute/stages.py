@@ -88,10 +88,9 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
 
     With `sft.select: band` the policy is evaluated (greedy, per domain) on the validation prompts
     every `sft.select_every` steps and the checkpoint whose worst domain lies deepest inside
-    `sft.band` is kept. Each domain flips from chance to solved within a short stretch of
-    training, and where that stretch falls moves with the floating-point details of the machine;
-    choosing the step on held-out prompts keeps every domain's starting point in the band on any
-    machine, where a fixed step count does not. The test split is never read here; greedy answers
+    `sft.band` is kept. Where each domain's accuracy rises during training moves with the
+    floating-point details of the machine; choosing the step on held-out prompts keeps every
+    domain's starting point in the band on any machine, where a fixed step count does not. The test split is never read here; greedy answers
     are cut at `max_new_tokens`, as in the evaluation.
     """
     import torch
