@@ -28,9 +28,15 @@ import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForSequenceClassification  # noqa: E402
 
 from rmroute import models  # noqa: E402
+from rmroute.io import write_table  # noqa: E402  (temp file + rename)
 from rmroute.rewards.pool import RewardModel  # noqa: E402
-from rmroute.stages import write_table  # noqa: E402  (temp file + rename)
-from rmroute.testbed import WORDS, TestbedConfig, corrupt_answer, generate_splits, score_record  # noqa: E402
+from rmroute.testbed import (  # noqa: E402
+    WORDS,
+    TestbedConfig,
+    corrupt_answer,
+    generate_splits,
+    score_record,
+)
 
 OUT_DIR = Path("results/benchmarks")
 THREADS = 1

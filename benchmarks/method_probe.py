@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rmroute import stages  # noqa: E402
 from rmroute.config import load_config  # noqa: E402
-from rmroute.testbed import read_jsonl, write_jsonl  # noqa: E402
+from rmroute.io import read_jsonl, write_jsonl  # noqa: E402
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:

@@ -18,11 +18,18 @@ import numpy as np
 import pytest
 
 from rmroute import models, stages
-from rmroute.pairs import best_vs_worst, build_pairs, candidate_pairs, random_routed, top_vs_next
+from rmroute.io import read_jsonl, write_jsonl
+from rmroute.pairs import (
+    best_vs_worst,
+    build_pairs,
+    candidate_pairs,
+    random_routed,
+    top_vs_next,
+)
 from rmroute.rewards.pool import RewardModel
 from rmroute.routers import make_router
 from rmroute.routing import route_and_score
-from rmroute.testbed import DOMAINS, TestbedConfig, generate_splits, read_jsonl, score_record, write_jsonl
+from rmroute.testbed import DOMAINS, TestbedConfig, generate_splits, score_record
 
 DIM = 4
 

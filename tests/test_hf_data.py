@@ -12,8 +12,9 @@ import yaml
 
 from rmroute.config import load_config
 from rmroute.hf_data import hf_splits
+from rmroute.io import read_jsonl
 from rmroute.stages import prepare_data
-from rmroute.testbed import read_jsonl, score_record
+from rmroute.testbed import score_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"sft": 3, "rm_train": 2, "router_offline": 2, "rollout": 2, "test": 2}

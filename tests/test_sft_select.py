@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from rmroute import models
+from rmroute.io import write_jsonl
 from rmroute.stages import band_margin, train_sft_policy
-from rmroute.testbed import TestbedConfig, generate_splits, write_jsonl
+from rmroute.testbed import TestbedConfig, generate_splits
 
 POLICY = {"source": "build", "tokenizer_vocab": 400, "hidden_size": 32, "layers": 1, "heads": 2,
           "intermediate_size": 64, "max_length": 128}

@@ -3,14 +3,11 @@ shape of the paper table it stands beside, with the published numbers next to ou
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rmroute.testbed import read_jsonl
+from rmroute.io import read_jsonl, save_figure
 
 # Our testbed domain -> the benchmark it stands in for, and the published numbers (METHODS.md).
 BENCHMARK_OF = {"arith": "GSM8K", "facts_mc": "MMLU", "facts_yesno": "StrategyQA", "instruct": "instruction following"}
@@ -35,18 +32,6 @@ def ci95(values) -> float:
     if len(values) < 2:
         return 0.0
     return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-
-
-def save_figure(fig, png: str | os.PathLike, pdf: str | os.PathLike | None = None) -> None:
-    """PNG (and PDF) through temp files and renames."""
-    for path, kw in ((png, {"dpi": 150}), (pdf, {})):
-        if path is None:
-            continue
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, bbox_inches="tight", **kw)
-        tmp.replace(path)
 
 
 def sft_accuracy(eval_tsv: str) -> pd.DataFrame:
@@ -146,7 +131,6 @@ def accuracy_figure(acc: pd.DataFrame, png, pdf) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
-
     from matplotlib.ticker import MaxNLocator
 
     avg = acc.groupby(["method", "seed", "iteration"], as_index=False)["accuracy"].mean().assign(domain="average")

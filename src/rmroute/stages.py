@@ -14,51 +14,10 @@ import numpy as np
 import pandas as pd
 
 from rmroute import models
-from rmroute.testbed import DOMAINS, TestbedConfig, generate_splits, read_jsonl, score_record, write_jsonl
+from rmroute.io import read_jsonl, save_router_state, write_jsonl, write_table
+from rmroute.testbed import DOMAINS, TestbedConfig, generate_splits, score_record
 
-
-# ---------------------------------------------------------------- atomic writers
-
-
-def _tmp(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp")
-
-
-def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """TSV (or Parquet by suffix) through a temp file and a rename; a `.md` twin for results/tables."""
-    path = Path(path)
-    tmp = _tmp(path)
-    if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    tmp.replace(path)
-    if path.parent.name == "tables":
-        write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n", path.with_suffix(".md"))
-
-
-def write_text(text: str, path: str | os.PathLike) -> None:
-    """Text through a temp file and a rename."""
-    tmp = _tmp(path)
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def write_json(obj, path: str | os.PathLike) -> None:
-    write_text(json.dumps(obj, indent=1, sort_keys=True), path)
-
-
-def save_router_state(state: dict, json_path: str | os.PathLike) -> None:
-    """A router state as `<name>.json` + `<name>.safetensors`, each renamed into place."""
-    from rmroute.routers import save_state
-
-    json_path = Path(json_path)
-    tmp = json_path.with_name(f".{json_path.stem}.tmp.json")
-    save_state(tmp, state)
-    tmp.with_suffix(".safetensors").replace(json_path.with_suffix(".safetensors"))
-    tmp.replace(json_path)
+HELD_OUT_SPLITS = ("test", "test_ood")  # the offline router's in- and out-of-domain evaluation
 
 
 # ---------------------------------------------------------------- data and policy
@@ -209,7 +168,13 @@ def build_rm_pairs(sft_dir: str, split_paths: dict[str, str], samples: int, temp
 
 def train_rm(sft_dir: str, pairs_path: str, row: dict, rm_training: dict, seed: int, threads: int, device: str, out_dir: str) -> None:
     """One testbed RM of the sheet, initialised from the SFT policy: a classifier (bt/bsr) or a generative RM (lm)."""
-    from rmroute.rewards.pool import parse_mix, rm_kind, rm_training_pairs, train_generative_rm, train_reward_model
+    from rmroute.rewards.pool import (
+        parse_mix,
+        rm_kind,
+        rm_training_pairs,
+        train_generative_rm,
+        train_reward_model,
+    )
 
     models.set_threads(threads)
     models.set_seed(seed)
@@ -254,6 +219,105 @@ def rm_behaviour(pool_rows: list[dict], pair_paths: dict[str, str], threads: int
     write_table(pd.DataFrame(rows), out_path)
 
 
+# ---------------------------------------------------------------- offline router
+
+
+def train_offline_router_stage(
+    pairs_path: str, behaviour_path: str, encoder_name: str, train_cfg: dict, seed: int, out_dir: str,
+    out_history_tsv: str, *, device: str = "cpu", threads: int = 1,
+) -> None:
+    """Train the offline router on the `router_offline` pairs and every RM's verdicts on them.
+
+    Pairs with a gold tie or on which all RMs agree are dropped; `train_offline_router` picks its
+    checkpoint on a validation share of these offline rows (never a test split). `train_cfg` holds
+    `OfflineTrainConfig` fields (dim, epochs, lr, batch_size, cls_weight, val_fraction, ...) and may
+    hold `encoder` (equal to `encoder_name`), so the config block can be passed whole; `seed`
+    seeds the split, the weights and the batch order. `out_dir` receives, via a temp directory and
+    a rename, `model.safetensors`, `config.json` and `encoder.json` (encoder, enc_dim, rm_ids).
+    The history TSV has epoch, train_loss, val_accuracy and `selected` (1 on the kept epoch).
+    """
+    import shutil
+    from dataclasses import fields
+
+    from rmroute.behaviour import scored_pairs
+    from rmroute.encoders import ENCODER_FILE, encode_pairs, load_encoder
+    from rmroute.routers import OfflineTrainConfig, train_offline_router
+
+    models.set_threads(threads)
+    known = {f.name for f in fields(OfflineTrainConfig)} - {"seed"}
+    if train_cfg.get("encoder", encoder_name) != encoder_name:
+        raise ValueError(f"train_cfg['encoder'] is {train_cfg['encoder']!r} but encoder_name is {encoder_name!r}")
+    settings = {key: value for key, value in train_cfg.items() if key != "encoder"}
+    if unknown := set(settings) - known:
+        raise ValueError(f"train_cfg has unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
+    behaviour = pd.read_parquet(behaviour_path)
+    # train_offline_router would drop the rows where all RMs agree; they are not even encoded.
+    pairs, correct, rm_ids = scored_pairs(pairs_path, behaviour, "router_offline")
+    encoder = load_encoder(encoder_name, device)
+    emb_chosen, emb_rejected = encode_pairs(encoder, pairs)
+    model, history = train_offline_router(emb_chosen, emb_rejected, correct, OfflineTrainConfig(seed=int(seed), **settings))
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(tmp)
+    (tmp / ENCODER_FILE).write_text(json.dumps({"encoder": encoder_name, "enc_dim": encoder.dim, "rm_ids": rm_ids}, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+    frame = pd.DataFrame(history)
+    best = frame["val_accuracy"].to_numpy()
+    # train_offline_router keeps the first epoch reaching the best validation accuracy.
+    frame["selected"] = (np.arange(len(frame)) == int(np.argmax(best))).astype(int)
+    write_table(frame, out_history_tsv)
+
+
+def offline_router_table(
+    offline_dir: str, pair_paths: dict[str, str], behaviour_path: str, *, device: str = "cpu", threads: int = 1
+) -> pd.DataFrame:
+    """Accuracy of the offline router's argmax pick on the held-out splits `test` (in domain) and
+    `test_ood` (out of domain), whichever of them `pair_paths` names, beside every single RM,
+    majority vote and the oracle on the same rows: pairs with a gold preference where the RMs
+    disagree. Columns: split, n_pairs, router_accuracy, acc_<rm>..., acc_majority_vote, acc_oracle.
+    """
+    import sys
+
+    from rmroute.behaviour import majority_vote, scored_pairs
+    from rmroute.encoders import (
+        check_rm_order,
+        encode_pairs,
+        load_encoder,
+        load_offline,
+    )
+    from rmroute.routers import router_accuracy
+
+    models.set_threads(threads)
+    splits = [s for s in HELD_OUT_SPLITS if s in pair_paths]
+    if not splits:
+        raise ValueError(f"pair_paths must name at least one of {HELD_OUT_SPLITS}, got {sorted(pair_paths)}")
+    model, meta = load_offline(offline_dir)
+    encoder = load_encoder(meta["encoder"], device)
+    behaviour = pd.read_parquet(behaviour_path)
+    rows = []
+    for split in splits:
+        try:
+            pairs, correct, rm_ids = scored_pairs(pair_paths[split], behaviour, split)
+        except ValueError as err:  # a small split where the RMs never disagree: report, don't fail
+            print(f"offline_router_table: {err}", file=sys.stderr)
+            rows.append({"split": split, "n_pairs": 0})
+            continue
+        check_rm_order(meta, rm_ids, offline_dir)
+        row = {"split": split, "n_pairs": len(pairs),
+               "router_accuracy": router_accuracy(model, *encode_pairs(encoder, pairs), correct)}
+        row.update({f"acc_{rm}": float(correct[:, k].mean()) for k, rm in enumerate(rm_ids)})
+        row["acc_majority_vote"] = float(majority_vote(correct).mean())
+        row["acc_oracle"] = float((correct > 0.5).any(axis=1).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- one routed iteration
 
 
@@ -293,7 +357,7 @@ def route_and_score(rollouts_path: str, method: dict, pool_rows: list[dict], pre
     pool = load_pool(pool_rows, device)
     pair_contexts, dim = None, len(groups[0]["context"])
     if method["router"] in ("thompson", "offline-only"):
-        from rmroute.offline_data import PairEncoder
+        from rmroute.encoders import PairEncoder
 
         encoder = PairEncoder(offline_dir, device=device)
         pair_contexts, dim = encoder.candidate_contexts, encoder.dim

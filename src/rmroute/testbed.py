@@ -11,7 +11,6 @@ import json
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 DOMAINS = ("arith", "facts_mc", "facts_yesno", "instruct")
 SPLITS = ("sft", "rm_train", "router_offline", "rollout", "test")
@@ -292,19 +291,3 @@ def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
                 drawn += 1
     out["facts"] = [{"entity": e, **attrs} for e, attrs in facts.items()]
     return out
-
-
-def write_jsonl(records: list[dict], path: str | Path) -> None:
-    """Write records as JSON lines atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        for record in records:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]

@@ -6,8 +6,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import torch  # noqa: E402
 
-from rmroute.offline_data import offline_router_table  # noqa: E402
-from rmroute.stages import write_table  # noqa: E402
+from rmroute.io import write_table  # noqa: E402
+from rmroute.stages import offline_router_table  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 pairs = {Path(p).stem: p for p in snakemake.input.pairs}

@@ -4,7 +4,7 @@ import sys
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 from rmroute import report  # noqa: E402
-from rmroute.stages import write_table  # noqa: E402
+from rmroute.io import write_table  # noqa: E402
 
 pair_files = [(m, s, i, path) for (m, s, i), path in zip(snakemake.params.runs, snakemake.input.pairs)]
 table = report.pair_quality(pair_files)

@@ -5,7 +5,7 @@ from pathlib import Path
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 from rmroute import report  # noqa: E402
-from rmroute.stages import write_table, write_text  # noqa: E402
+from rmroute.io import write_table, write_text  # noqa: E402
 
 files = [(m, s, i, path) for (m, s, i), path in zip(snakemake.params.runs, snakemake.input.evals)]
 accuracy = report.policy_accuracy(files, snakemake.input.sft, snakemake.params.methods, snakemake.params.seeds)

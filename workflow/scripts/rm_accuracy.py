@@ -5,8 +5,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import pandas as pd  # noqa: E402
 
+from rmroute.io import write_table  # noqa: E402
 from rmroute.report import heatmap, rm_accuracy, rm_complementarity  # noqa: E402
-from rmroute.stages import write_table  # noqa: E402
 
 table = rm_accuracy(pd.read_parquet(snakemake.input.behaviour))
 write_table(table, snakemake.output.table)

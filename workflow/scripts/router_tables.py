@@ -6,7 +6,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 import pandas as pd  # noqa: E402
 
 from rmroute import report  # noqa: E402
-from rmroute.stages import write_table  # noqa: E402
+from rmroute.io import write_table  # noqa: E402
 
 decisions = pd.concat([pd.read_parquet(p) for p in snakemake.input.decisions], ignore_index=True)
 choices = report.router_choices(decisions)

@@ -6,9 +6,9 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import torch  # noqa: E402
 
-from rmroute.offline_data import regret_figure, routing_simulation  # noqa: E402
+from rmroute.io import write_table  # noqa: E402
 from rmroute.report import ci95  # noqa: E402
-from rmroute.stages import write_table  # noqa: E402
+from rmroute.simulation import regret_figure, routing_simulation  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 pairs = {Path(p).stem: p for p in snakemake.input.pairs}

@@ -5,7 +5,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import torch  # noqa: E402
 
-from rmroute.offline_data import train_offline_router_stage  # noqa: E402
+from rmroute.stages import train_offline_router_stage  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 train_offline_router_stage(snakemake.input.pairs, snakemake.input.behaviour, snakemake.params.encoder,

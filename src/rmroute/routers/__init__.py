@@ -4,7 +4,13 @@ LinUCB and Exp3 (LASeR), Thompson sampling with an offline prior (BayesianRouter
 router itself, fixed/random/oracle baselines, reward normalisers and all-RM ensemble combiners.
 """
 
-from rmroute.routers.base import ROUTER_NAMES, Router, load_state, make_router, save_state
+from rmroute.routers.base import (
+    ROUTER_NAMES,
+    Router,
+    load_state,
+    make_router,
+    save_state,
+)
 from rmroute.routers.ensemble import (
     COMBINER_NAMES,
     combine_mean,
@@ -16,7 +22,12 @@ from rmroute.routers.ensemble import (
 )
 from rmroute.routers.exp3 import Exp3Router
 from rmroute.routers.linucb import LinUCBRouter
-from rmroute.routers.normalisers import NORMALISER_NAMES, EMAZScore, QuantileNormaliser, make_normaliser
+from rmroute.routers.normalisers import (
+    NORMALISER_NAMES,
+    EMAZScore,
+    QuantileNormaliser,
+    make_normaliser,
+)
 from rmroute.routers.offline import (
     OfflineOnlyRouter,
     OfflineRouter,
