@@ -6,7 +6,8 @@
   and pairs of identical texts are dropped by every pair rule;
 * routed scoring with a fake pool: a single router scores with its RM only, an ensemble pays K
   calls per response, and per-pair Thompson routing keeps only pairs whose routed score gap
-  exceeds the tie threshold, at most pairs_per_prompt per prompt.
+  exceeds the tie threshold, at most pairs_per_prompt per prompt (through rmroute.online's
+  RoutedLabeler, batch by batch as in training).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pytest
 
 from rmroute import models, stages
 from rmroute.io import read_jsonl, write_jsonl
+from rmroute.methods import Method, Recipe
+from rmroute.online import RoutedLabeler
 from rmroute.pairs import (
     best_vs_worst,
     build_pairs,
@@ -28,7 +31,6 @@ from rmroute.pairs import (
 )
 from rmroute.rewards.pool import RewardModel
 from rmroute.routers import make_router
-from rmroute.routing import route_and_score
 from rmroute.testbed import DOMAINS, TestbedConfig, generate_splits, score_record
 
 DIM = 4
@@ -53,10 +55,24 @@ def group(gid: str, responses: list[str], domain: str = "arith", seed: int = 0) 
             "gold": [1.0 if r == " 4" else 0.0 for r in responses], "context": rng.normal(size=DIM).tolist()}
 
 
-def method(router: str, granularity: str, pair_rule: str, **extra) -> dict:
-    """The keys route_and_score reads (as config.resolve_methods fills them)."""
-    return {"router": router, "granularity": granularity, "pair_rule": pair_rule, "pairs_per_prompt": 2,
-            "tie_threshold": 0.0, "combine": "mean", "batch_prompts": 2, **extra}
+def method(router: str, granularity: str, pair_rule: str, *, tie_threshold: float = 0.0, **extra) -> Method:
+    """A resolved method (as rmroute.methods.resolve_methods builds it), two prompts per batch."""
+    return Method(name=router, router=router, granularity=granularity,
+                  recipe=Recipe(pair_rule=pair_rule, tie_threshold=tie_threshold),
+                  **{"pairs_per_prompt": 2, "batch_prompts": 2, **extra})
+
+
+def route_and_score(groups, m: Method, pool, router=None, *, pair_contexts=None, seed=0):
+    """Label `groups` batch by batch as the training loop does (no reward: every loss NaN);
+    returns (pairs, decision log rows)."""
+    labeler = RoutedLabeler(pool, m, router, None, pair_context=pair_contexts,
+                            prompt_context=lambda prompts: np.zeros((len(prompts), DIM)), seed=seed)
+    pairs = []
+    for step, start in enumerate(range(0, len(groups), m.batch_prompts)):
+        batch = labeler.label(groups[start : start + m.batch_prompts], step=step)
+        labeler.feedback(np.full(len(batch), np.nan))
+        pairs += batch
+    return pairs, labeler.rows
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +153,6 @@ def test_empty_generations_stay_in_the_rollout(tmp_path, monkeypatch, records):
     monkeypatch.setattr(models, "load_policy", lambda *a, **k: None)
     monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: None)
     monkeypatch.setattr(models, "generate", lambda policy, tok, prompts, **kw: [list(samples[p]) for p in prompts])
-    monkeypatch.setattr(models, "prompt_embeddings", lambda policy, tok, prompts, kind: np.zeros((len(prompts), DIM)))
     budget = {"prompts_per_iteration": 4, "samples_per_prompt": 3, "temperature": 1.0, "max_new_tokens": 8}
     out = tmp_path / "it1.jsonl"
     stages.rollout("unused", str(path), budget, seed=0, it=1, threads=1, device="cpu", out_path=str(out))
@@ -188,9 +203,9 @@ def test_all_empty_group_yields_no_pair_under_any_router():
     ]
     for m, router, contexts in cases:
         pairs, decisions = route_and_score(groups, m, pool, router, pair_contexts=contexts, seed=0)
-        assert all(p["chosen"] != p["rejected"] for p in pairs), m["router"]
-        assert not [p for p in pairs if p["prompt_id"] == "g0"], m["router"]
-        assert {d["query_id"] for d in decisions} == {"g0", "g1"}, m["router"]
+        assert all(p["chosen"] != p["rejected"] for p in pairs), m.router
+        assert not [p for p in pairs if p["prompt_id"] == "g0"], m.router
+        assert {d["query_id"] for d in decisions} == {"g0", "g1"}, m.router
 
 
 # ---------------------------------------------------------------- routed scoring with a fake pool
@@ -204,7 +219,7 @@ def test_single_router_scores_with_its_rm_only():
     assert pool[0].calls == 0 and pool[1].calls == 9
     assert {d["rm"] for d in decisions} == {"rm_b"} and {d["arm"] for d in decisions} == {1}
     assert sum(d["rm_calls"] for d in decisions) == 9
-    assert [d["decision_id"] for d in decisions] == ["b0", "b0", "b1"]  # batches of batch_prompts = 2
+    assert [d["decision_id"] for d in decisions] == ["s0", "s0", "s1"]  # batches of batch_prompts = 2
     # rm_b's ranking, top vs the next distinct text; in g2 the top two are both " 4", so " 4" meets " 6".
     assert [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pairs] == [("g0", " 4", " 5"), ("g1", " 4", " 5"),
                                                                             ("g2", " 4", " 6")]
@@ -216,7 +231,7 @@ def test_ensemble_pays_k_calls_per_response():
     groups = [group("g0", [" 4", " 5", " 6", " 7"]), group("g1", [" 5", " 4"], seed=1)]
     pairs, decisions = route_and_score(groups, method("ensemble", "query", "top_vs_next", pairs_per_prompt=1), pool, None)
     assert [rm.calls for rm in pool] == [6, 6, 6]
-    assert [d["rm_calls"] for d in decisions] == [3 * 4, 3 * 2]
+    assert [d["rm_calls"] for d in decisions] == [3 * 4 + 3 * 2, 0]  # a batch's calls are logged on its first row
     assert {d["rm"] for d in decisions} == {"ensemble:mean"} and {d["arm"] for d in decisions} == {-1}
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(" 4", " 5"), (" 4", " 5")]  # 2 of 3 RMs prefer " 4"
 
@@ -238,7 +253,7 @@ def test_per_pair_thompson_keeps_only_gaps_above_the_tie_threshold():
     by_id = {d["decision_id"]: d for d in decisions}
     eligible = {g["id"]: 0 for g in groups}  # candidates a per-pair rule may keep
     for d in decisions:
-        a, b = map(int, d["decision_id"].split(":")[1].split("-"))
+        a, b = map(int, d["decision_id"].split(":")[2].split("-"))
         rm = pool[d["arm"]]
         assert d["rm"] == rm.rm_id and d["score_gap"] == pytest.approx(abs(rm.table[responses[a]] - rm.table[responses[b]]))
         eligible[d["query_id"]] += d["score_gap"] > 0.5 and responses[a] != responses[b]
@@ -258,7 +273,7 @@ def test_per_pair_thompson_keeps_only_gaps_above_the_tie_threshold():
 
 
 def test_per_pair_routing_scores_each_response_once_per_rm():
-    """_ScoreCache's contract: each (RM, prompt, response) is scored once, and the decision log's
+    """ScoreCache's contract: each (RM, prompt, response) is scored once, and the decision log's
     rm_calls is what the RMs really scored."""
     responses = [" 1", " 2", " 3", " 4"]
     pool = [FakeRM("rm_a", {r: float(i) for i, r in enumerate(responses)}), FakeRM("rm_b", {})]

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from rmroute.config import ConfigError, load_config
+from rmroute.methods import Method
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -268,13 +269,16 @@ def test_default_config_and_sheet_resolve_every_method(project: Path):
     assert sheet["trust_remote_code"].dtype == bool
     assert set(methods) == set(DEFAULT_CONFIG["methods"])
     for name, method in methods.items():
-        assert method["name"] == name
-        assert method["recipe"] in config["recipes"]
-        assert method["granularity"] in ("batch", "query", "pair")
-        assert method["pairs_per_prompt"] == config["budget"]["pairs_per_prompt"]
-    assert methods["rm-arith-mc"]["arm"] == 0
-    assert methods["laser"]["beta"] == config["recipes"]["laser"]["beta"]
-    assert methods["bayesian"]["recipe"] == "bayesian"  # a thompson method takes the bayesian recipe
+        assert method.name == name
+        assert method.recipe_name in config["recipes"]
+        assert method.granularity in ("batch", "query", "pair")
+        assert method.pairs_per_prompt == config["budget"]["pairs_per_prompt"]
+        assert Method.from_dict(method.to_dict()) == method  # what a job receives as a param
+    assert methods["rm-arith-mc"].arm == 0
+    assert methods["laser"].recipe.beta == config["recipes"]["laser"]["beta"]
+    assert methods["bayesian"].recipe_name == "bayesian"  # a thompson method takes the bayesian recipe
+    assert methods["laser"].recipe.reward_timing == "step"  # the papers' timing unless a recipe says otherwise
+    assert config["budget"]["batch_order"] == "interleaved"
     assert config["offline_router"]["encoder"] == "minilm"  # schema defaults are filled in
 
 
@@ -286,11 +290,11 @@ def test_defaults_that_the_schema_leaves_open(project: Path):
     config["methods"]["no-prior"] = {"router": "thompson", "prior": "zero"}
     config, _, methods = load_config(config, project)
     assert config["sft"]["mix"] == {"arith": 1.0, "facts_mc": 1.0, "facts_yesno": 1.0, "instruct": 1.0}
-    assert methods["bayesian-router"]["recipe"] == "bayesian"
-    assert methods["bayesian-router"]["granularity"] == "pair"
-    assert methods["bayesian-router"]["prior"] == "offline"
-    assert methods["bayesian-router"]["tie_threshold"] == 0.0
-    assert methods["no-prior"]["prior"] == "zero"
+    assert methods["bayesian-router"].recipe_name == "bayesian"
+    assert methods["bayesian-router"].granularity == "pair"
+    assert methods["bayesian-router"].prior == "offline"
+    assert methods["bayesian-router"].recipe.tie_threshold == 0.0
+    assert methods["no-prior"].prior == "zero"
 
 
 def test_hub_and_local_sources(project: Path):
@@ -333,7 +337,7 @@ def test_shipped_configs_resolve(name: str):
         assert set(default["methods"]) < set(raw["methods"])
         assert {k: v for k, v in raw.items() if k not in ("run_name", "methods")} == \
             {k: v for k, v in default.items() if k not in ("run_name", "methods")}
-        assert set(sheet["rm_id"]) == {m["rm"] for m in methods.values() if m["router"] == "single"}
+        assert set(sheet["rm_id"]) == {m.rm for m in methods.values() if m.router == "single"}
     elif name == "quick.yaml":  # the default at a smaller routed budget, in its own results directory
         raw, default = (yaml.safe_load((REPO / "config" / f).read_text()) for f in (name, "config.yaml"))
         differs = {k for k in raw if raw[k] != default[k]}
@@ -341,7 +345,7 @@ def test_shipped_configs_resolve(name: str):
         assert {k for k in raw["budget"] if raw["budget"][k] != default["budget"][k]} == \
             {"iterations", "prompts_per_iteration"}
     elif name == "full.yaml":
-        assert methods["nll-only"]["loss"] == "nll"  # a method key overrides its recipe
-        assert methods["shared-bayesian"]["pair_rule"] == methods["shared-laser"]["pair_rule"] == "random_routed"
+        assert methods["nll-only"].recipe.loss == "nll"  # a method key overrides its recipe
+        assert methods["shared-bayesian"].recipe.pair_rule == methods["shared-laser"].recipe.pair_rule == "random_routed"
     else:
         assert sheet["trust_remote_code"].tolist() == [False, False, True]  # only where the sheet says so

@@ -1,6 +1,5 @@
 """Models on tiny local artefacts: the same loading code as the paper scale (save_pretrained
-directories through from_pretrained, safetensors only), sampling determinism, BSR, and the
-per-pair DPO loss that feeds the bandits."""
+directories through from_pretrained, safetensors only), sampling determinism and BSR."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from rmroute import models
-from rmroute.dpo import pair_losses
 from rmroute.rewards.losses import bsr_penalty
 from rmroute.rewards.pool import (
     RewardModel,
@@ -154,19 +152,6 @@ def test_bsr_penalty_is_the_squared_batch_mean():
     assert bsr_penalty(chosen, rejected, 1e-3, batch_scale=2).item() == pytest.approx(2e-3)
     # Not TRL's centring term, which would be mean((r_w + r_l)^2) = (1 + 9) / 2.
     assert bsr_penalty(chosen, rejected, 1.0).item() != pytest.approx(5.0)
-
-
-def test_pair_losses_match_dpo_at_the_reference(tiny):
-    """With policy == reference the DPO term is log 2 for every pair; the NLL term is the chosen
-    response's mean negative log-likelihood, so it is positive."""
-    root, splits = tiny
-    policy = models.load_policy(root / "policy", device="cpu")
-    tok = models.load_tokenizer(root / "policy")
-    pairs = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": " 0"} for r in splits["rollout"][:4]]
-    dpo = pair_losses(policy, policy, tok, pairs, {"loss": "dpo", "beta": 0.1})
-    assert np.allclose(dpo, math.log(2), atol=1e-6)
-    both = pair_losses(policy, policy, tok, pairs, {"loss": "dpo_nll", "beta": 0.1, "nll_weight": 1.0})
-    assert (both > dpo).all()
 
 
 def test_rm_training_pairs_follow_the_mix_and_noise(tiny):

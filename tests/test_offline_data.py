@@ -110,7 +110,7 @@ def trained(data):
 @pytest.fixture(scope="module")
 def simulation(data, trained):
     _, paths, behaviour_path, _ = data
-    return routing_simulation(paths, behaviour_path, trained[0], seeds=[0, 1, 2, 3, 4])
+    return routing_simulation(paths, behaviour_path, trained[0], seeds=[0, 1, 2, 3, 4], lambda0s=[1.0, 10.0])
 
 
 # ---------------------------------------------------------------- behaviour matrix
@@ -152,7 +152,9 @@ def test_training_stage_writes_router_directory_and_history(trained):
     assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "encoder.json", "model.safetensors"]
     assert not list(out_dir.parent.glob(".*.tmp"))
     meta = json.loads((out_dir / "encoder.json").read_text())
+    held_out = meta.pop("validation_pair_ids")
     assert meta == {"encoder": "minilm", "enc_dim": 384, "rm_ids": RMS}
+    assert len(held_out) == len(set(held_out)) > 0  # the validation share, never trained on
     frame = pd.read_csv(history, sep="\t")
     assert list(frame.columns) == ["epoch", "train_loss", "val_accuracy", "selected"]
     assert frame["epoch"].tolist() == list(range(1, TRAIN_CFG["epochs"] + 1))
@@ -189,50 +191,86 @@ def test_offline_router_table_beats_every_single_rm_in_and_out_of_domain(data, t
 @needs_minilm
 def test_simulation_columns_and_oracle(simulation):
     summary, curve = simulation
-    assert list(summary.columns) == ["router", "seed", "labelling_accuracy", "regret", "rm_calls", "n_pairs"]
-    assert list(curve.columns) == ["router", "seed", "step", "cumulative_regret"]
-    assert set(summary["router"]) == set(SIMULATION_ROUTERS) and len(summary) == 5 * len(SIMULATION_ROUTERS)
-    oracle = summary[summary["router"] == "oracle"]
+    assert list(summary.columns) == ["stream", "router", "lambda0", "seed", "labelling_accuracy", "regret", "rm_calls",
+                                     "n_pairs"]
+    assert list(curve.columns) == ["stream", "router", "lambda0", "seed", "step", "cumulative_regret"]
+    assert set(summary["stream"]) == {"validation", "test"}
+    test = summary[summary["stream"] == "test"]
+    assert set(test["router"]) == set(SIMULATION_ROUTERS)
+    # Thompson runs at every λ0, with and without the prior; the other routers once.
+    assert len(test) == 5 * (len(SIMULATION_ROUTERS) + 2)
+    assert sorted(test.loc[test["router"] == "thompson", "lambda0"].unique()) == [1.0, 10.0]
+    assert test.loc[~test["router"].str.startswith("thompson"), "lambda0"].isna().all()
+    oracle = test[test["router"] == "oracle"]
     assert (oracle["regret"] == 0).all() and (oracle["labelling_accuracy"] == 1.0).all()
     assert (curve.loc[curve["router"] == "oracle", "cumulative_regret"] == 0).all()
-    n = summary["n_pairs"].iloc[0]
+    n = test["n_pairs"].iloc[0]
     k = len(RMS)
-    calls = summary.set_index(["router", "seed"])["rm_calls"]
+    calls = test.set_index(["router", "seed"])["rm_calls"]
     assert (calls.loc["majority-vote"] == n * k).all() and (calls.loc["thompson"] == n).all()
     assert np.allclose(summary["regret"], summary["n_pairs"] * (1 - summary["labelling_accuracy"]))
-    last = curve.groupby(["router", "seed"])["step"].max()
-    assert (last == n).all() and curve.groupby(["router", "seed"]).size().max() <= 200
+    last = curve[curve["stream"] == "test"].groupby(["router", "lambda0", "seed"], dropna=False)["step"].max()
+    assert (last == n).all() and curve.groupby(["stream", "router", "lambda0", "seed"], dropna=False).size().max() <= 200
+
+
+@needs_minilm
+def test_simulation_validation_stream_is_the_offline_routers_held_out_pairs(data, trained, simulation):
+    _, paths, behaviour_path, _ = data
+    meta = json.loads((trained[0] / "encoder.json").read_text())
+    held_out = set(meta["validation_pair_ids"])
+    assert held_out and all(pid.startswith("router_offline-") for pid in held_out)
+    validation = simulation[0][simulation[0]["stream"] == "validation"]
+    assert (validation["n_pairs"] == len(held_out)).all()
 
 
 @needs_minilm
 def test_simulation_thompson_beats_random_and_single_best_is_picked_offline(simulation):
     summary, _ = simulation
-    mean = summary.groupby("router")["labelling_accuracy"].mean()
-    assert mean["thompson"] > mean["random"] + 0.1, mean.to_dict()
-    assert mean["offline-only"] > mean["random"] + 0.1, mean.to_dict()
+    test = summary[summary["stream"] == "test"]
+    mean = test.assign(lambda0=test["lambda0"].fillna(0)).groupby(["router", "lambda0"])["labelling_accuracy"].mean()
+    assert mean["thompson", 1.0] > mean["random", 0] + 0.1, mean.to_dict()
+    assert mean["offline-only", 0] > mean["random", 0] + 0.1, mean.to_dict()
     # single-best is one RM chosen on router_offline, so its accuracy on the stream is seed-free.
-    assert summary.loc[summary["router"] == "single-best", "labelling_accuracy"].nunique() == 1
+    assert test.loc[test["router"] == "single-best", "labelling_accuracy"].nunique() == 1
+
+
+@needs_minilm
+def test_linucb_uses_the_given_prompt_context_and_one_rm_per_batch(data, trained):
+    _, paths, behaviour_path, _ = data
+    seen = []
+
+    def context(prompts):
+        seen.extend(prompts)
+        return np.ones((len(prompts), 3))  # a constant context: LinUCB is then a plain UCB
+
+    summary, _ = routing_simulation(paths, behaviour_path, trained[0], prompt_context=context, routers=["linucb"],
+                                    seeds=[0], streams=["test"], batch_size=4)
+    assert len(seen) == summary["n_pairs"].item()
 
 
 @needs_minilm
 def test_simulation_is_deterministic(data, trained, simulation):
     _, paths, behaviour_path, _ = data
-    again = routing_simulation(paths, behaviour_path, trained[0], seeds=[0, 1, 2, 3, 4])
+    again = routing_simulation(paths, behaviour_path, trained[0], seeds=[0, 1, 2, 3, 4], lambda0s=[1.0, 10.0])
     pd.testing.assert_frame_equal(simulation[0], again[0])
     pd.testing.assert_frame_equal(simulation[1], again[1])
-    other = routing_simulation(paths, behaviour_path, trained[0], routers=["random"], seeds=[7])
-    assert other[0]["labelling_accuracy"].item() != simulation[0].query("router == 'random' and seed == 0")["labelling_accuracy"].item()
+    other = routing_simulation(paths, behaviour_path, trained[0], routers=["random"], seeds=[7], streams=["test"])
+    mine = simulation[0].query("stream == 'test' and router == 'random' and seed == 0")["labelling_accuracy"].item()
+    assert other[0]["labelling_accuracy"].item() != mine
 
 
 @needs_minilm
-def test_simulation_refuses_unknown_router(data, trained):
+def test_simulation_refuses_unknown_router_and_stream(data, trained):
     _, paths, behaviour_path, _ = data
     with pytest.raises(ValueError, match="laser"):
         routing_simulation(paths, behaviour_path, trained[0], routers=["laser"])
+    with pytest.raises(ValueError, match="stream"):
+        routing_simulation(paths, behaviour_path, trained[0], streams=["train"])
 
 
 def test_regret_figure_writes_png_and_pdf(tmp_path):
-    curve = pd.DataFrame({"router": ["a"] * 6 + ["b"] * 6, "seed": [0, 0, 0, 1, 1, 1] * 2, "step": [1, 2, 3] * 4,
+    curve = pd.DataFrame({"stream": "test", "router": ["a"] * 6 + ["thompson"] * 6, "lambda0": [np.nan] * 6 + [10.0] * 6,
+                          "seed": [0, 0, 0, 1, 1, 1] * 2, "step": [1, 2, 3] * 4,
                           "cumulative_regret": [0, 1, 1, 0, 0, 1, 1, 2, 3, 1, 1, 2]})
     regret_figure(curve, tmp_path / "fig" / "regret.png", tmp_path / "fig" / "regret.pdf")
     assert (tmp_path / "fig" / "regret.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,5 +1,5 @@
-"""Config checks that a JSON schema cannot express, and the resolution of each method into the
-full set of settings its jobs use (router, granularity, recipe, router hyper-parameters).
+"""Config checks that a JSON schema cannot express, then the resolution of each method into the
+typed settings its jobs use (`rmroute.methods`).
 
 Everything here runs when the Snakefile is parsed, so a bad config stops before any job starts,
 with an error that names the field.
@@ -13,64 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from rmroute.methods import ConfigError, Method, resolve_methods
 from rmroute.testbed import ATTRIBUTES, DOMAINS
 
-ROUTERS = ("single", "random", "ensemble", "oracle", "linucb", "exp3", "thompson", "offline-only")
-DEFAULT_GRANULARITY = {
-    "single": "batch", "random": "batch", "ensemble": "query", "oracle": "query", "linucb": "batch",
-    "exp3": "batch", "thompson": "pair", "offline-only": "pair",
-}
-DEFAULT_RECIPE = {"thompson": "bayesian", "offline-only": "bayesian"}
-ROUTER_PARAMS = {  # paper defaults; a method may override any of them
-    "alpha": 0.1, "gamma": 0.1, "lambda0": 1.0, "sigma2": 1.0, "prior": "offline",
-    "context": "last_hidden", "combine": "mean", "uncertainty_k": 1.0,
-}
-RECIPE_KEYS = ("pair_rule", "tie_threshold", "loss", "beta", "nll_weight", "reference", "lr", "epochs", "batch_size",
-               "reward", "normaliser")
+__all__ = ["ConfigError", "check_config", "check_rm_sheet", "load_config", "read_rm_sheet"]
+
 RM_SHEET_COLUMNS = ("rm_id", "source", "loss", "domain_mix", "label_noise", "n_pairs", "chat_template", "max_length",
                     "dtype", "batch_size", "trust_remote_code")
-
-
-class ConfigError(ValueError):
-    """A config or sheet value that cannot work; the message names the field."""
-
-
-def resolve_methods(config: dict, rm_ids: list[str]) -> dict[str, dict]:
-    """Every method with its recipe, budget and router parameters filled in."""
-    out = {}
-    budget = config["budget"]
-    for name, spec in config["methods"].items():
-        where = f"methods.{name}"
-        router = spec.get("router")
-        if router not in ROUTERS:
-            raise ConfigError(f"{where}.router: {router!r} is not a router; expected one of {list(ROUTERS)}")
-        recipe_name = spec.get("recipe", DEFAULT_RECIPE.get(router, "laser"))
-        if recipe_name not in config["recipes"]:
-            raise ConfigError(f"{where}.recipe: {recipe_name!r} is not defined under recipes ({sorted(config['recipes'])})")
-        method = {**ROUTER_PARAMS, **config["recipes"][recipe_name]}
-        method.update({k: v for k, v in spec.items() if k != "recipe"})
-        method.update(name=name, recipe=recipe_name, router=router,
-                      granularity=spec.get("granularity", DEFAULT_GRANULARITY[router]),
-                      pairs_per_prompt=budget["pairs_per_prompt"], batch_prompts=budget["batch_prompts"])
-        method.setdefault("tie_threshold", 0.0)
-        if router == "single":
-            if spec.get("rm") not in rm_ids:
-                raise ConfigError(f"{where}.rm: {spec.get('rm')!r} is not an rm_id of the RM sheet ({rm_ids})")
-            method["arm"] = rm_ids.index(spec["rm"])
-        elif "rm" in spec:
-            raise ConfigError(f"{where}.rm: only router 'single' takes an rm (router is {router!r})")
-        if router in ("thompson", "offline-only") and method["granularity"] != "pair":
-            raise ConfigError(f"{where}.granularity: router {router!r} routes candidate pairs; use 'pair'")
-        if method["granularity"] == "pair" and router not in ("thompson", "offline-only", "random", "single"):
-            raise ConfigError(f"{where}.granularity: 'pair' needs a pair-context router (thompson, offline-only, random, single)")
-        if method["granularity"] == "pair" and method["pair_rule"] != "random_routed":
-            raise ConfigError(f"{where}.pair_rule: per-pair routing needs pair_rule 'random_routed', got {method['pair_rule']!r}")
-        if method["pairs_per_prompt"] >= budget["samples_per_prompt"] and method["pair_rule"] == "top_vs_next":
-            raise ConfigError(
-                f"budget.pairs_per_prompt: top_vs_next pairs the top sample with the next P, so P must be below "
-                f"budget.samples_per_prompt ({budget['samples_per_prompt']}), got {method['pairs_per_prompt']}")
-        out[name] = method
-    return out
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -153,7 +102,7 @@ def read_rm_sheet(path: str | os.PathLike) -> pd.DataFrame:
     return sheet
 
 
-def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict[str, dict]]:
+def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFrame, dict[str, Method]]:
     """Validate config.yaml and the RM sheet (schemas via snakemake.utils.validate, then the
     cross-field checks); returns (config with defaults filled, sheet, resolved methods)."""
     from snakemake.exceptions import WorkflowError

@@ -1,8 +1,13 @@
-"""The DPO update of one iteration (TRL's DPOTrainer) and the per-pair losses that feed the bandits.
+"""Routed DPO: TRL's DPOTrainer with the router inside the training loop.
+
+Each optimiser step trains on one training batch, labelled just before the step by a
+`RoutedLabeler` from the router's current state; the per-pair losses of that step, taken from the
+same forward pass that made the gradient, are fed back to the router before the next batch is
+labelled. TRL computes the loss; this module only reads its per-pair parts back.
 
 Losses by recipe name:
 * `dpo_nll`: sigmoid DPO + w·NLL on the chosen response (LASeR's loss for reasoning tasks; TRL's
-  `loss_type=["sigmoid", "sft"]`, the "sft" term being the length-normalised chosen NLL);
+  `loss_type=["sigmoid", "sft"]`, whose "sft" term is the chosen NLL pooled over the batch's tokens);
 * `dpo`: plain sigmoid DPO (BayesianRouter);
 * `nll`: NLL on the chosen response alone, the control that says how much of a gain the
   preference term brings.
@@ -11,63 +16,237 @@ Log-probs are summed over the response, as in both papers.
 
 from __future__ import annotations
 
-import tempfile
+import random
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-from rmroute.models import completion_logprobs, trainer_settings
+from rmroute.methods import Recipe
+from rmroute.models import trainer_settings
 
-LOSSES = {"dpo_nll": (["sigmoid", "sft"], "both"), "dpo": (["sigmoid"], "dpo"), "nll": (["sft"], "nll")}
-
-
-def loss_spec(recipe: dict) -> tuple[list[str], list[float]]:
-    name = recipe["loss"]
-    if name not in LOSSES:
-        raise ValueError(f"recipe loss {name!r}: expected one of {sorted(LOSSES)}")
-    types = LOSSES[name][0]
-    weights = [1.0 if t == "sigmoid" else float(recipe.get("nll_weight", 1.0)) for t in types]
-    return types, weights
+LOSSES = {"dpo_nll": ["sigmoid", "sft"], "dpo": ["sigmoid"], "nll": ["sft"]}
+REWARD_TIMINGS = ("step", "after_update")
 
 
-def train_dpo(policy, reference, tokenizer, pairs: list[dict], recipe: dict, *, seed: int, use_cpu: bool = True):
-    """One DPO pass over the iteration's pairs; returns the trainer's log history."""
-    from trl import DPOConfig, DPOTrainer
+def loss_spec(recipe: Recipe) -> tuple[list[str], list[float]]:
+    """TRL loss types and weights of a recipe."""
+    if recipe.loss not in LOSSES:
+        raise ValueError(f"recipe loss {recipe.loss!r}: expected one of {sorted(LOSSES)}")
+    types = LOSSES[recipe.loss]
+    return types, [1.0 if t == "sigmoid" else float(recipe.nll_weight) for t in types]
 
-    if not pairs:
-        return []
+
+def routed_dpo_config(output_dir: str, recipe: Recipe, *, seed: int, max_length: int, use_cpu: bool = True,
+                      **overrides) -> DPOConfig:
+    """The DPOConfig of a routed run: the recipe's loss, β and learning rate (constant), one
+    training batch per optimiser step, batches in the order they were routed."""
     types, weights = loss_spec(recipe)
-    data = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs])
-    with tempfile.TemporaryDirectory() as tmp:
-        args = DPOConfig(
-            output_dir=tmp, beta=float(recipe["beta"]), loss_type=types, loss_weights=weights,
-            learning_rate=float(recipe["lr"]), num_train_epochs=float(recipe["epochs"]),
-            per_device_train_batch_size=int(recipe["batch_size"]), lr_scheduler_type="constant",
-            max_length=256, logging_steps=1, disable_dropout=True, **trainer_settings(use_cpu, seed),
-        )
-        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer)
-        trainer.train()
-        return list(trainer.state.log_history)
+    settings = dict(
+        output_dir=output_dir, beta=float(recipe.beta), loss_type=types, loss_weights=weights,
+        learning_rate=float(recipe.lr), lr_scheduler_type="constant", max_length=max_length, logging_steps=1,
+        disable_dropout=True, **trainer_settings(use_cpu, seed),
+    )
+    return DPOConfig(**{**settings, **overrides})
 
 
-@torch.no_grad()
-def pair_losses(policy, reference, tokenizer, pairs: list[dict], recipe: dict) -> np.ndarray:
-    """Per-pair value of the recipe's training loss (the same terms and weights as train_dpo)."""
-    if not pairs:
-        return np.zeros(0)
-    prompts = [p["prompt"] for p in pairs]
-    pc, pc_mean = completion_logprobs(policy, tokenizer, prompts, [p["chosen"] for p in pairs])
-    pr, _ = completion_logprobs(policy, tokenizer, prompts, [p["rejected"] for p in pairs])
-    rc, _ = completion_logprobs(reference, tokenizer, prompts, [p["chosen"] for p in pairs])
-    rr, _ = completion_logprobs(reference, tokenizer, prompts, [p["rejected"] for p in pairs])
-    types, weights = loss_spec(recipe)
-    total = np.zeros(len(pairs))
-    for t, w in zip(types, weights):
-        if t == "sigmoid":
-            margin = float(recipe["beta"]) * ((pc - rc) - (pr - rr))
-            total += w * -F.logsigmoid(torch.from_numpy(margin)).numpy()
+def pair_losses(policy_logps: torch.Tensor, ref_logps: torch.Tensor, completion_mask: torch.Tensor,
+                loss_types: list[str], loss_weights: list[float], beta: float) -> dict[str, np.ndarray]:
+    """Each pair's part of the loss TRL optimised, from one forward pass.
+
+    `policy_logps`, `ref_logps`: (2B, T) per-token log-probs as TRL's fused LM head returns them
+    (zero outside the completion; rows are [chosen..., rejected...]); `completion_mask`: (2B, T+1)
+    as the collator builds it. Returns per pair `dpo` (sigmoid DPO loss), `nll` (the chosen
+    response's mean token NLL), `tokens` (its completion tokens) and `total`, the pair's share of
+    the batch loss: `w_dpo·dpo + w_nll·nll·tokens·B/ΣTokens`, so that the mean of `total` over the
+    batch is the loss TRL computed (its NLL term pools tokens over the batch).
+    """
+    shift_mask = completion_mask[..., 1:].to(policy_logps.dtype)
+    seq_len = shift_mask.size(1)
+    policy_logps, ref_logps = policy_logps[:, -seq_len:].double(), ref_logps[:, -seq_len:].double()
+    chosen, rejected = policy_logps.sum(1).chunk(2)
+    ref_chosen, ref_rejected = ref_logps.sum(1).chunk(2)
+    dpo = -F.logsigmoid(beta * ((chosen - ref_chosen) - (rejected - ref_rejected)))
+    chosen_mask = shift_mask.double().chunk(2)[0]
+    tokens = chosen_mask.sum(1)
+    nll_sum = -(policy_logps.chunk(2)[0] * chosen_mask).sum(1)
+    total = torch.zeros_like(dpo)
+    for loss_type, weight in zip(loss_types, loss_weights, strict=True):
+        if loss_type == "sigmoid":
+            total += weight * dpo
+        elif loss_type == "sft":
+            total += weight * nll_sum * len(nll_sum) / tokens.sum().clamp(min=1)
         else:
-            total += w * -pc_mean
-    return total
+            raise ValueError(f"per-pair losses of TRL loss type {loss_type!r} are not decomposed; use sigmoid or sft")
+    as_numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    return {"dpo": as_numpy(dpo), "nll": as_numpy(nll_sum / tokens.clamp(min=1)), "tokens": as_numpy(tokens),
+            "total": as_numpy(total)}
+
+
+def _slot_collator(examples: list[dict]) -> dict:
+    return {"slot": torch.tensor([e["slot"] for e in examples])}
+
+
+class _RouterFeedback(TrainerCallback):
+    """After each optimiser step (and before the next batch is routed), the step's losses go back
+    to the router."""
+
+    def __init__(self, trainer: RoutedDPOTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.feed_back()
+
+
+class RoutedDPOTrainer(DPOTrainer):
+    """DPOTrainer whose training batches are routed one at a time by `labeler`.
+
+    Args:
+        labeler: a `rmroute.online.RoutedLabeler` (router, normaliser, RM pool).
+        batches: the iteration's training batches, each a list of prompt groups
+            (`{"id", "prompt", "responses", ...}`), in training order.
+        epochs: passes over the batches. The first pass routes each batch and feeds its losses
+            back; later passes (a fraction allowed) re-train on the pairs already labelled, in a
+            seeded order, without routing or bandit updates.
+        reward_timing: `step` (the papers'): the bandit reward comes from the loss of the step
+            that trained the pairs; `after_update`: from the pairs' loss re-measured right after
+            that step (one extra forward pass of the policy per batch).
+        Everything else is passed to DPOTrainer (model, ref_model, args, processing_class, ...);
+        `train_dataset` and `data_collator` are built here.
+
+    After `train()`, `step_log` holds one dict per optimiser step (batch, routed, pairs, loss,
+    and `loss_check`, the gap between TRL's loss and the mean of the per-pair losses).
+    """
+
+    def __init__(self, *, labeler, batches: list[list[dict]], epochs: float = 1.0, reward_timing: str = "step",
+                 **kwargs):
+        if reward_timing not in REWARD_TIMINGS:
+            raise ValueError(f"reward_timing {reward_timing!r}: expected one of {REWARD_TIMINGS}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be at least 1 (every batch is routed once), got {epochs}")
+        args = kwargs["args"]
+        if args.gradient_accumulation_steps != 1:
+            raise ValueError("RoutedDPOTrainer trains one routed batch per optimiser step: gradient_accumulation_steps must be 1")
+        self.labeler, self.batches, self.reward_timing = labeler, batches, reward_timing
+        n = len(batches)
+        replay_rng = random.Random(args.seed)
+        replays = []
+        while len(replays) < round((epochs - 1) * n):
+            replays += replay_rng.sample(range(n), n)
+        self.schedule = [(b, True) for b in range(n)] + [(b, False) for b in replays[: round((epochs - 1) * n)]]
+        # One slot per optimiser step; the slot names the batch, which is routed only when its step
+        # comes (the dataloader fetches slots ahead, never pairs).
+        args.per_device_train_batch_size = 1
+        args.max_steps = len(self.schedule)
+        args.remove_unused_columns = False
+        args.train_sampling_strategy = "sequential"
+        kwargs.update(train_dataset=Dataset.from_dict({"slot": list(range(len(self.schedule)))}),
+                      data_collator=_slot_collator)
+        super().__init__(**kwargs)
+        self.pair_collator = DataCollatorForPreference(pad_token_id=self._tokenizer.pad_token_id, max_length=args.max_length,
+                                                       truncation_mode=args.truncation_mode,
+                                                       pad_to_multiple_of=args.pad_to_multiple_of)
+        self.add_callback(_RouterFeedback(self))
+        self.labelled: dict[int, list[dict]] = {}
+        self.step_log: list[dict] = []
+        self._current: dict | None = None
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        # The slot dataset is not text; a routed batch's pairs are prepared by TRL as usual.
+        if "slot" in dataset.column_names:
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _tokenize(self, pairs: list[dict]) -> tuple[dict | None, np.ndarray]:
+        """TRL's preprocessing and collation of one batch's pairs; (inputs, index of each kept pair)."""
+        rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"], "index": i} for i, p in enumerate(pairs)]
+        if not rows:
+            return None, np.zeros(0, dtype=np.int64)
+        shown = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # one tiny dataset per step: its progress bars would flood the log
+        try:
+            prepared = self._prepare_dataset(Dataset.from_list(rows), self.processing_class, self.args, "routed batch")
+        finally:
+            if shown:
+                datasets.enable_progress_bars()
+        kept = np.asarray(prepared["index"], dtype=np.int64)
+        if not len(kept):
+            return None, kept
+        examples = [{k: row[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for row in prepared]
+        return self.pair_collator(examples), kept
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        slot = int(inputs["slot"][0])
+        batch, routed = self.schedule[slot]
+        if routed:
+            pairs = self.labeler.label(self.batches[batch], step=self.state.global_step)
+            self.labelled[batch] = pairs
+        else:
+            pairs = self.labelled[batch]
+        collated, kept = self._tokenize(pairs)
+        self._current = {"batch": batch, "routed": routed, "pairs": pairs, "inputs": collated, "kept": kept,
+                         "losses": None, "ref_logps": None}
+        if collated is None:
+            # Nothing to train on: no backward, so every gradient stays None and the optimiser
+            # leaves the weights (and its moments) untouched.
+            self.step_log.append({"step": self.state.global_step, "batch": batch, "routed": routed, "pairs": 0,
+                                  "loss": float("nan"), "loss_check": 0.0})
+            return torch.zeros((), device=self.args.device)
+        return super().training_step(model, collated, num_items_in_batch)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        if not self.model.training or self._current is None:
+            return super()._compute_loss(model, inputs, return_outputs)
+        captured: list[tuple[bool, torch.Tensor]] = []
+
+        def keep(module, args, kwargs, output):
+            captured.append((torch.is_grad_enabled(), output.log_probs.detach()))
+
+        # The policy forward runs with gradients, the reference forward (a separate model, or the
+        # policy with its adapter disabled) without: that tells the two captures apart.
+        modules = {id(m): m for m in (model, self.ref_model) if m is not None}
+        handles = [m.register_forward_hook(keep, with_kwargs=True) for m in modules.values()]
+        try:
+            result = super()._compute_loss(model, inputs, return_outputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        loss = result[0] if return_outputs else result
+        policy = [lp for grad, lp in captured if grad]
+        reference = [lp for grad, lp in captured if not grad]
+        if len(policy) != 1 or len(reference) != 1:
+            raise RuntimeError(f"expected one policy and one reference forward pass, saw {len(policy)} and {len(reference)}")
+        parts = pair_losses(policy[0], reference[0], inputs["completion_mask"], self.loss_types, self.loss_weights, self.beta)
+        check = abs(float(parts["total"].mean()) - float(loss.detach()))
+        if check > 1e-4 * max(1.0, abs(float(loss.detach()))):
+            raise RuntimeError(f"per-pair losses average {parts['total'].mean():.6f}, but TRL optimised {float(loss):.6f}; "
+                               "the decomposition no longer matches TRL's loss")
+        self._current.update(losses=parts, ref_logps=reference[0])
+        self.step_log.append({"step": self.state.global_step, "batch": self._current["batch"], "routed": self._current["routed"],
+                              "pairs": len(self._current["kept"]), "loss": float(loss.detach()), "loss_check": check})
+        return result
+
+    @torch.no_grad()
+    def _remeasure(self, current: dict) -> dict[str, np.ndarray]:
+        """The batch's per-pair losses under the policy just updated (reward_timing: after_update)."""
+        inputs = self._prepare_inputs(current["inputs"])
+        model_kwargs = {k: v for k, v in inputs.items() if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        logps = self.model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True).log_probs
+        return pair_losses(logps, current["ref_logps"], inputs["completion_mask"], self.loss_types, self.loss_weights, self.beta)
+
+    def feed_back(self) -> None:
+        """The last routed batch's per-pair losses to the labeler (router update)."""
+        current, self._current = self._current, None
+        if current is None or not current["routed"]:
+            return
+        losses = np.full(len(current["pairs"]), np.nan)
+        if current["inputs"] is not None:
+            parts = self._remeasure(current) if self.reward_timing == "after_update" else current["losses"]
+            losses[current["kept"]] = parts["total"]
+        self.labeler.feedback(losses)

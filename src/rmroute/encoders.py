@@ -122,6 +122,8 @@ class PairEncoder:
 
     `candidate_contexts(group, cands)` encodes prompt+response once per response of the group and
     returns h(prompt, a, b) for every candidate pair (a, b): (len(cands), dim) float64.
+    `precompute(groups)` encodes every response of many groups in one batched pass first (the
+    encoder is frozen, so the vectors do not depend on when a pair is routed).
     """
 
     def __init__(self, offline_dir: str, device: str = "cpu"):
@@ -129,6 +131,19 @@ class PairEncoder:
         self.encoder = load_encoder(meta["encoder"], device)
         self.rm_ids: list[str] = meta["rm_ids"]
         self.dim = int(self.model.config["dim"])
+        self._vectors: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+
+    @staticmethod
+    def _key(group: dict) -> tuple[str, tuple[str, ...]]:
+        return group["prompt"], tuple(group["responses"])
+
+    def precompute(self, groups: list[dict]) -> None:
+        texts = [pair_text(g["prompt"], r) for g in groups for r in g["responses"]]
+        vectors = self.encoder.encode(texts)
+        start = 0
+        for g in groups:
+            self._vectors[self._key(g)] = vectors[start : start + len(g["responses"])]
+            start += len(g["responses"])
 
     def candidate_contexts(self, group: dict, cands: list[tuple[int, int]]) -> np.ndarray:
         responses = group["responses"]
@@ -137,7 +152,9 @@ class PairEncoder:
                 raise ValueError(f"candidate pair {(a, b)} indexes outside the group's {len(responses)} responses")
         if not cands:
             return np.zeros((0, self.dim))
-        e = self.encoder.encode([pair_text(group["prompt"], r) for r in responses])
+        e = self._vectors.get(self._key(group))
+        if e is None:
+            e = self.encoder.encode([pair_text(group["prompt"], r) for r in responses])
         first, second = (np.array(side) for side in zip(*cands))
         return pair_vector(self.model, e[first], e[second])
 

@@ -130,22 +130,18 @@ def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int
 
 
 def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str) -> None:
-    """n samples per prompt from the current policy, their gold scores (analysis only) and the
-    policy's prompt contexts (LASeR: last-token hidden state, or mean input embedding)."""
+    """n samples per prompt from the current policy, with their gold scores (analysis only).
+
+    `budget` needs prompts_per_iteration, samples_per_prompt, temperature and max_new_tokens."""
     models.set_threads(threads)
     policy = models.load_policy(policy_dir, device=device)
     tokenizer = models.load_tokenizer(policy_dir)
     records = iteration_prompts(read_jsonl(rollout_path), budget["prompts_per_iteration"], seed, it)
-    prompts = [r["prompt"] for r in records]
-    samples = models.generate(policy, tokenizer, prompts, n=budget["samples_per_prompt"], temperature=budget["temperature"],
-                              max_new_tokens=budget["max_new_tokens"], seed=seed * 1000 + it, progress=True)
-    last = models.prompt_embeddings(policy, tokenizer, prompts, "last_hidden")
-    mean = models.prompt_embeddings(policy, tokenizer, prompts, "mean_input_embedding")
-    out = []
-    for r, group, c_last, c_mean in zip(records, samples, last, mean):
-        out.append({**r, "responses": group, "gold": [score_record(r, s) for s in group],
-                    "context_last_hidden": c_last.tolist(), "context_mean_input_embedding": c_mean.tolist()})
-    write_jsonl(out, out_path)
+    samples = models.generate(policy, tokenizer, [r["prompt"] for r in records], n=budget["samples_per_prompt"],
+                              temperature=budget["temperature"], max_new_tokens=budget["max_new_tokens"],
+                              seed=seed * 1000 + it, progress=True)
+    write_jsonl([{**r, "responses": group, "gold": [score_record(r, s) for s in group]} for r, group in zip(records, samples)],
+                out_path)
 
 
 # ---------------------------------------------------------------- reward models
@@ -233,7 +229,8 @@ def train_offline_router_stage(
     `OfflineTrainConfig` fields (dim, epochs, lr, batch_size, cls_weight, val_fraction, ...) and may
     hold `encoder` (equal to `encoder_name`), so the config block can be passed whole; `seed`
     seeds the split, the weights and the batch order. `out_dir` receives, via a temp directory and
-    a rename, `model.safetensors`, `config.json` and `encoder.json` (encoder, enc_dim, rm_ids).
+    a rename, `model.safetensors`, `config.json` and `encoder.json` (encoder, enc_dim, rm_ids, and
+    validation_pair_ids: the offline pairs held out to pick the checkpoint).
     The history TSV has epoch, train_loss, val_accuracy and `selected` (1 on the kept epoch).
     """
     import shutil
@@ -241,7 +238,11 @@ def train_offline_router_stage(
 
     from rmroute.behaviour import scored_pairs
     from rmroute.encoders import ENCODER_FILE, encode_pairs, load_encoder
-    from rmroute.routers import OfflineTrainConfig, train_offline_router
+    from rmroute.routers import (
+        OfflineTrainConfig,
+        train_offline_router,
+        validation_split,
+    )
 
     models.set_threads(threads)
     known = {f.name for f in fields(OfflineTrainConfig)} - {"seed"}
@@ -255,14 +256,19 @@ def train_offline_router_stage(
     pairs, correct, rm_ids = scored_pairs(pairs_path, behaviour, "router_offline")
     encoder = load_encoder(encoder_name, device)
     emb_chosen, emb_rejected = encode_pairs(encoder, pairs)
-    model, history = train_offline_router(emb_chosen, emb_rejected, correct, OfflineTrainConfig(seed=int(seed), **settings))
+    cfg = OfflineTrainConfig(seed=int(seed), **settings)
+    model, history = train_offline_router(emb_chosen, emb_rejected, correct, cfg)
 
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save(tmp)
-    (tmp / ENCODER_FILE).write_text(json.dumps({"encoder": encoder_name, "enc_dim": encoder.dim, "rm_ids": rm_ids}, indent=1))
+    # The offline rows it never trained on: the controlled simulation's validation stream.
+    _, val_rows = validation_split(correct, cfg.val_fraction, cfg.seed)
+    meta = {"encoder": encoder_name, "enc_dim": encoder.dim, "rm_ids": rm_ids,
+            "validation_pair_ids": [pairs[i]["id"] for i in sorted(val_rows)]}
+    (tmp / ENCODER_FILE).write_text(json.dumps(meta, indent=1))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -321,128 +327,73 @@ def offline_router_table(
 # ---------------------------------------------------------------- one routed iteration
 
 
-def _router_for(method: dict, n_arms: int, dim: int, seed: int, offline_dir: str | None):
-    from rmroute.routers import OfflineRouter, arm_embeddings, make_router
+def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, method: dict, pool_rows: list[dict],
+                    previous_state: str | None, offline_dir: str | None, batch_order: str, max_length: int, seed: int,
+                    it: int, threads: int, device: str, out_policy: str, out_state: str, out_decisions: str,
+                    out_pairs: str) -> None:
+    """One routed DPO iteration with the router in the training loop.
 
-    kind = method["router"]
-    if kind == "single":
-        return make_router("single", n_arms, dim, seed, arm=method["arm"])
-    if kind == "linucb":
-        return make_router("linucb", n_arms, dim, seed, alpha=method["alpha"])
-    if kind == "exp3":
-        return make_router("exp3", n_arms, dim, seed, gamma=method["gamma"])
-    if kind in ("thompson", "offline-only"):
-        prior = arm_embeddings(OfflineRouter.load(offline_dir))
-        if kind == "offline-only":
-            return make_router("offline-only", n_arms, dim, seed, arm_embeddings=prior)
-        return make_router("thompson", n_arms, dim, seed, prior_means=prior if method["prior"] == "offline" else None,
-                           lambda0=method["lambda0"], noise_var=method["sigma2"])
-    if kind == "random":
-        return make_router("random", n_arms, dim, seed)
-    return None  # ensemble and oracle score with every RM
+    The rollouts are cut into training batches (`batch_order`, the same for every method); for
+    each batch in turn the router picks from its current state, only the picked RM scores, the
+    pair rule builds pairs, one optimiser step trains on them (TRL's DPOTrainer), and that step's
+    per-pair losses reward the router before the next batch is routed. The router, normaliser
+    and update count continue from `previous_state` and are written to `out_state`; every
+    decision goes to `out_decisions`, every pair to `out_pairs`.
+    """
+    import copy
+    import tempfile
 
+    from rmroute.dpo import RoutedDPOTrainer, routed_dpo_config
+    from rmroute.io import load_router_state
+    from rmroute.methods import Method, build_router
+    from rmroute.online import RoutedLabeler, training_batches
+    from rmroute.routers import arm_embeddings, make_normaliser
 
-def route_and_score(rollouts_path: str, method: dict, pool_rows: list[dict], previous_state: str | None,
-                    offline_dir: str | None, seed: int, it: int, threads: int, device: str,
-                    out_pairs: str, out_routing: str, out_state: str) -> None:
-    """Route this iteration's rollouts; only the routed RM scores. The router continues from the
-    previous iteration's state (including its random generator)."""
-    from rmroute.routers import load_state, make_normaliser
-    from rmroute.routing import route_and_score as route
-
+    method = Method.from_dict(method)
+    run_seed = seed * 1000 + it
     models.set_threads(threads)
+    models.set_seed(run_seed)
+    tokenizer = models.load_tokenizer(policy_dir)
+    policy = models.load_policy(policy_dir, device=device).train()
+    # The reference is an explicit model: TRL would otherwise reload it from the policy's path.
+    same = Path(reference_dir).resolve() == Path(policy_dir).resolve()
+    reference = copy.deepcopy(policy).eval() if same else models.load_policy(reference_dir, device=device)
     groups = read_jsonl(rollouts_path)
-    for g in groups:
-        g["context"] = g[f"context_{method['context']}"]
+    batches = [[groups[i] for i in batch] for batch in training_batches(groups, method.batch_prompts, batch_order, f"{seed}-{it}")]
     pool = load_pool(pool_rows, device)
-    pair_contexts, dim = None, len(groups[0]["context"])
-    if method["router"] in ("thompson", "offline-only"):
+
+    prior, pair_context, dim = None, None, 1
+    if method.needs_offline_router:
         from rmroute.encoders import PairEncoder
 
         encoder = PairEncoder(offline_dir, device=device)
-        pair_contexts, dim = encoder.candidate_contexts, encoder.dim
-    elif method["granularity"] == "pair":  # a context-free router (random, single) routing each pair
-        pair_contexts, dim = (lambda group, cands: np.zeros((len(cands), 1))), 1
-    router = _router_for(method, len(pool), dim, seed, offline_dir)
-    normaliser = make_normaliser(method["normaliser"], **({"n_arms": len(pool)} if method["normaliser"] == "ema-z" else {}))
+        encoder.precompute(groups)  # the frozen encoder's vectors of every response, in one pass
+        prior, pair_context, dim = arm_embeddings(encoder.model), encoder.candidate_contexts, encoder.dim
+    elif method.granularity == "pair":  # a context-free router (random, single) routing each pair
+        pair_context = lambda group, cands: np.zeros((len(cands), 1))  # noqa: E731
+    elif method.router == "linucb":
+        dim = int(policy.config.hidden_size)
+
+    def prompt_context(prompts: list[str]) -> np.ndarray:
+        # LASeR's context: the *current* policy's embedding of each prompt, at decision time.
+        return models.prompt_embeddings(policy, tokenizer, prompts, method.context)
+
+    router = build_router(method, len(pool), dim, seed, prior)
+    normaliser = make_normaliser(method.recipe.normaliser, **({"n_arms": len(pool)} if method.recipe.normaliser == "ema-z" else {}))
+    labeler = RoutedLabeler(pool, method, router, normaliser, prompt_context=prompt_context, pair_context=pair_context,
+                            seed=run_seed)
     if previous_state:
-        state = load_state(previous_state)
-        if router is not None:
-            router.load_state_dict(state["router"])
-        normaliser.load_state_dict(state["normaliser"])
-    pairs, decisions = route(groups, method, pool, router, pair_contexts=pair_contexts, seed=seed * 1000 + it, progress=True)
-    write_jsonl(pairs, out_pairs)
-    frame = pd.DataFrame(decisions)
+        labeler.load_state_dict(load_router_state(previous_state))
+    with tempfile.TemporaryDirectory() as tmp:
+        args = routed_dpo_config(tmp, method.recipe, seed=run_seed, max_length=max_length, use_cpu=device == "cpu")
+        trainer = RoutedDPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer, labeler=labeler,
+                                   batches=batches, epochs=method.recipe.epochs, reward_timing=method.recipe.reward_timing)
+        trainer.train()
+    models.save_atomic(policy.eval(), tokenizer, out_policy)
+    save_router_state(labeler.state_dict(), out_state)
+    write_jsonl([pair for b in range(len(batches)) for pair in trainer.labelled.get(b, [])], out_pairs)
+    frame = pd.DataFrame(labeler.rows)
     frame.insert(0, "iteration", it)
     frame.insert(0, "seed", seed)
-    frame.insert(0, "method", method["name"])
-    write_table(frame, out_routing)
-    save_router_state({"router": router.state_dict() if router is not None else {},
-                       "normaliser": normaliser.state_dict()}, out_state)
-
-
-def bandit_rewards(routing: pd.DataFrame, pairs: list[dict], losses: np.ndarray, reward: str, batch_prompts: int) -> pd.Series:
-    """Raw bandit reward per decision from the training loss of the pairs it produced.
-
-    neg_loss (LASeR): −mean loss of the decision's pairs. advantage (BayesianRouter): mean loss of
-    the batch the pair trained in minus the pair's loss. Decisions that produced no pair get NaN
-    and no update.
-    """
-    frame = pd.DataFrame({"decision_id": [p["decision_id"] for p in pairs], "prompt_id": [p["prompt_id"] for p in pairs],
-                          "loss": losses})
-    if reward == "advantage":
-        order = {q: i // batch_prompts for i, q in enumerate(dict.fromkeys(routing["query_id"]))}
-        frame["batch"] = frame["prompt_id"].map(order)
-        frame["value"] = frame.groupby("batch")["loss"].transform("mean") - frame["loss"]
-    elif reward == "neg_loss":
-        frame["value"] = -frame["loss"]
-    else:
-        raise ValueError(f"reward {reward!r}: expected 'neg_loss' or 'advantage'")
-    per_decision = frame.groupby("decision_id")["value"].mean()
-    return routing["decision_id"].map(per_decision)
-
-
-def dpo_iteration(policy_dir: str, reference_dir: str, pairs_path: str, routing_path: str, state_path: str,
-                  offline_dir: str | None, method: dict, seed: int, it: int, threads: int, device: str,
-                  out_policy: str, out_state: str, out_decisions: str) -> None:
-    """DPO on the routed pairs, then the bandit feedback: per-pair training loss -> reward ->
-    normaliser -> router update. Writes the new policy, router state and decision log."""
-    from rmroute.dpo import pair_losses, train_dpo
-    from rmroute.routers import load_state, make_normaliser
-
-    models.set_threads(threads)
-    models.set_seed(seed * 1000 + it)
-    tokenizer = models.load_tokenizer(policy_dir)
-    policy = models.load_policy(policy_dir, device=device).train()
-    reference = models.load_policy(reference_dir, device=device)
-    pairs = read_jsonl(pairs_path)
-    train_dpo(policy, reference, tokenizer, pairs, method, seed=seed * 1000 + it, use_cpu=device == "cpu")
-    policy.eval()
-    routing = pd.read_parquet(routing_path)
-    losses = pair_losses(policy, reference, tokenizer, pairs, method)
-    routing["bandit_reward_raw"] = bandit_rewards(routing, pairs, losses, method["reward"], method["batch_prompts"]).to_numpy()
-    state = load_state(state_path)
-    router = None
-    if method["router"] in ("linucb", "exp3", "thompson"):
-        n_arms, dim = int(state["router"]["n_arms"]), int(state["router"]["dim"])
-        router = _router_for(method, n_arms, dim, seed, offline_dir)
-    n_arms = int(state["router"].get("n_arms", routing["arm"].max() + 1))
-    normaliser = make_normaliser(method["normaliser"], **({"n_arms": n_arms} if method["normaliser"] == "ema-z" else {}))
-    normaliser.load_state_dict(state["normaliser"])
-    routing["bandit_reward_norm"] = np.nan
-    # One update per decision (a per-batch decision spans several query rows with one context).
-    first = routing.drop_duplicates("decision_id")
-    first = first[first["bandit_reward_raw"].notna()]
-    if router is not None and len(first):
-        router.load_state_dict(state["router"])
-        raw = first["bandit_reward_raw"].to_numpy(dtype=float)
-        arms = first["arm"].to_numpy(dtype=np.int64)
-        norm = normaliser(raw, arms)
-        contexts = np.stack(first["context"].map(np.asarray).to_list())
-        router.update(contexts, arms, norm)
-        routing["bandit_reward_norm"] = routing["decision_id"].map(dict(zip(first["decision_id"], norm)))
-    models.save_atomic(policy, tokenizer, out_policy)
-    save_router_state({"router": router.state_dict() if router is not None else state["router"],
-                       "normaliser": normaliser.state_dict()}, out_state)
-    write_table(routing.drop(columns=["context"]), out_decisions)
-
+    frame.insert(0, "method", method.name)
+    write_table(frame, out_decisions)

@@ -24,7 +24,9 @@ R = config["results_dir"]
 ALL_SPLITS = [*SPLITS, OOD_SPLIT, "facts"]
 PAIR_SPLITS = ["rm_train", "router_offline", "test", OOD_SPLIT]  # splits turned into gold-labelled pairs
 BEHAVIOUR_SPLITS = ["router_offline", "test", OOD_SPLIT]  # splits every RM scores offline
-NEEDS_OFFLINE_ROUTER = any(m["router"] in ("thompson", "offline-only") for m in METHODS.values())
+NEEDS_OFFLINE_ROUTER = any(m.needs_offline_router for m in METHODS.values())
+# The budget keys a rollout uses: changing another budget key re-runs no rollout.
+ROLLOUT_BUDGET = {k: config["budget"][k] for k in ("prompts_per_iteration", "samples_per_prompt", "temperature", "max_new_tokens")}
 
 
 wildcard_constraints:
@@ -57,7 +59,8 @@ def get_rm_row(wildcards):
 
 
 def get_method(wildcards):
-    return METHODS[wildcards.method]
+    """The resolved method as a plain dict (a job param: editing a method re-runs only its jobs)."""
+    return METHODS[wildcards.method].to_dict()
 
 
 def iteration_number(wildcards):
@@ -74,7 +77,7 @@ def get_previous_policy(wildcards):
 
 
 def get_reference_policy(wildcards):
-    if METHODS[wildcards.method]["reference"] == "sft":
+    if METHODS[wildcards.method].recipe.reference == "sft":
         return f"{R}/models/sft"
     return get_previous_policy(wildcards)
 
@@ -96,7 +99,7 @@ def get_previous_router_state(wildcards):
 
 
 def get_offline_router(wildcards):
-    return f"{R}/offline_router/model" if METHODS[wildcards.method]["router"] in ("thompson", "offline-only") else []
+    return f"{R}/offline_router/model" if METHODS[wildcards.method].needs_offline_router else []
 
 
 def eval_files():

@@ -1,53 +1,27 @@
-# One routed DPO iteration per (method, seed, it): route + score -> DPO (+ bandit feedback) ->
-# evaluate. The router state written by iteration it is an input of iteration it + 1.
+# One routed DPO iteration per (method, seed, it): train_iteration (router in the training loop:
+# route -> score -> pairs -> one DPO step -> bandit update, batch by batch) -> evaluate. The router
+# state written by iteration it is an input of iteration it + 1.
 
 
-rule route_and_score:
-    input:
-        rollouts=get_rollouts,
-        previous_state=get_previous_router_state,
-        rms=trained_rm_dirs(),
-        offline_router=get_offline_router,
-    output:
-        pairs=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/pairs.jsonl",
-        routing=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/routing.parquet",
-        state=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/router_selected.json",
-        state_arrays=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/router_selected.safetensors",
-    params:
-        method=get_method,
-        pool=rm_pool_records(),
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=config["resources"]["gpu_score"],
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime_min"],
-    log:
-        f"{R}/logs/route_and_score/{{method}}/{{seed}}/it{{it}}.log",
-    benchmark:
-        f"{R}/benchmarks/rules/route_and_score/{{method}}/{{seed}}/it{{it}}.tsv"
-    conda:
-        "../../envs/rmroute.yaml"
-    script:
-        "../scripts/route_and_score.py"
-
-
-rule dpo:
+rule train_iteration:
     input:
         policy=get_previous_policy,
         reference=get_reference_policy,
-        pairs=rules.route_and_score.output.pairs,
-        routing=rules.route_and_score.output.routing,
-        state=rules.route_and_score.output.state,
-        state_arrays=rules.route_and_score.output.state_arrays,
+        rollouts=get_rollouts,
+        previous_state=get_previous_router_state,
+        rms=trained_rm_dirs(),
         offline_router=get_offline_router,
     output:
         policy=directory(f"{R}/runs/{{method}}/{{seed}}/it{{it}}/policy"),
         state=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/router_state.json",
         state_arrays=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/router_state.safetensors",
         decisions=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/decisions.parquet",
+        pairs=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/pairs.jsonl",
     params:
         method=get_method,
+        pool=rm_pool_records(),
+        batch_order=config["budget"]["batch_order"],
+        max_length=config["policy"]["max_length"],
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -55,18 +29,18 @@ rule dpo:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime_min"],
     log:
-        f"{R}/logs/dpo/{{method}}/{{seed}}/it{{it}}.log",
+        f"{R}/logs/train_iteration/{{method}}/{{seed}}/it{{it}}.log",
     benchmark:
-        f"{R}/benchmarks/rules/dpo/{{method}}/{{seed}}/it{{it}}.tsv"
+        f"{R}/benchmarks/rules/train_iteration/{{method}}/{{seed}}/it{{it}}.tsv"
     conda:
         "../../envs/rmroute.yaml"
     script:
-        "../scripts/dpo.py"
+        "../scripts/train_iteration.py"
 
 
 rule evaluate:
     input:
-        policy=rules.dpo.output.policy,
+        policy=rules.train_iteration.output.policy,
         test=f"{R}/data/test.jsonl",
         sft_outputs=rules.evaluate_sft.output.outputs,
     output:

@@ -45,6 +45,7 @@ rule offline_router_table:
 rule routing_sim:
     input:
         model=rules.train_offline_router.output.model,
+        policy=rules.sft_policy.output.policy,
         pairs=expand(f"{R}/data/pairs/{{split}}.jsonl", split=BEHAVIOUR_SPLITS),
         behaviour=rules.rm_behaviour.output.behaviour,
     output:
@@ -57,6 +58,9 @@ rule routing_sim:
         routers=config["routing_sim"]["routers"],
         seeds=config["routing_sim"]["seeds"],
         batch_size=config["budget"]["batch_prompts"],
+        batch_order=config["budget"]["batch_order"],
+        lambda0s=config["routing_sim"]["lambda0s"],
+        device=config["device"],
     threads: config["threads"]
     log:
         f"{R}/logs/routing_sim.log",

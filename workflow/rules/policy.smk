@@ -61,7 +61,7 @@ rule rollout_sft:
     output:
         rollouts=f"{R}/rollouts/sft/{{seed}}.jsonl",
     params:
-        budget=config["budget"],
+        budget=ROLLOUT_BUDGET,
         it=1,
         device=config["device"],
     threads: config["threads"]
@@ -86,7 +86,7 @@ rule rollout:
     output:
         rollouts=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/rollouts.jsonl",
     params:
-        budget=config["budget"],
+        budget=ROLLOUT_BUDGET,
         it=iteration_number,
         device=config["device"],
     threads: config["threads"]

@@ -42,14 +42,14 @@ rule policy_tables:
 rule router_tables:
     input:
         decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in METHODS for s in SEEDS],
-        benchmarks=[f"{R}/benchmarks/rules/{stage}/{m}/{s}/it{i}.tsv" for stage in ("route_and_score", "dpo") for m, s, i in RUNS],
+        benchmarks=[f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m, s, i in RUNS],
     output:
         choices=report(f"{R}/tables/router_choices.tsv", caption="../report/router_choices.rst", category="Routers"),
         cost=f"{R}/tables/cost.tsv",
         png=report(f"{R}/figures/router_choices.png", caption="../report/router_choices.rst", category="Routers"),
         pdf=f"{R}/figures/router_choices.pdf",
     params:
-        runs=[(stage, *run) for stage in ("route_and_score", "dpo") for run in RUNS],
+        runs=[("train_iteration", *run) for run in RUNS],
     log:
         f"{R}/logs/router_tables.log",
     conda:

@@ -1,7 +1,7 @@
 """What every reward-model router looks like, and what they share.
 
 The `Router` protocol, input checks, argmax with seeded tie-breaking, generator state helpers,
-saving a router's state without pickle (safetensors + JSON), and the `make_router` registry.
+and saving a router's state without pickle (safetensors + JSON).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-ROUTER_NAMES = ("single", "random", "linucb", "exp3", "thompson", "offline-only", "oracle")
 _ARRAY_TAG = "__array__"  # marks, in the JSON sidecar, a value stored in the safetensors file
 
 
@@ -208,30 +207,3 @@ def load_state(path: str | Path) -> dict:
         return value
 
     return decode(document["state"])
-
-
-# ---------------------------------------------------------------- registry
-
-
-def make_router(name: str, n_arms: int, dim: int, seed: int = 0, **kwargs: Any) -> Router:
-    """Build a router by name: single (arm=), random, linucb, exp3, thompson, offline-only
-    (arm_embeddings=), oracle. Extra keyword arguments are the router's hyper-parameters."""
-    # Imported here because the router modules import the helpers above.
-    from rmroute.routers.exp3 import Exp3Router
-    from rmroute.routers.linucb import LinUCBRouter
-    from rmroute.routers.offline import OfflineOnlyRouter
-    from rmroute.routers.simple import OracleRouter, RandomRouter, SingleRouter
-    from rmroute.routers.thompson import ThompsonRouter
-
-    classes = {
-        "single": SingleRouter,
-        "random": RandomRouter,
-        "linucb": LinUCBRouter,
-        "exp3": Exp3Router,
-        "thompson": ThompsonRouter,
-        "offline-only": OfflineOnlyRouter,
-        "oracle": OracleRouter,
-    }
-    if name not in classes:
-        raise ValueError(f"unknown router {name!r}; valid names: {', '.join(ROUTER_NAMES)}")
-    return classes[name](n_arms, dim, seed, **kwargs)

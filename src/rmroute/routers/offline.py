@@ -194,6 +194,18 @@ def router_accuracy(model: OfflineRouter, emb_chosen: Any, emb_rejected: Any, co
     return c[disagree].gather(1, picks[:, None]).double().mean().item()
 
 
+def validation_split(correct: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, validation rows) among the rows where the RMs disagree, drawn by `seed`: the
+    split `train_offline_router` uses, so a caller can tell which offline rows it never trained on."""
+    right = _right(np.asarray(correct))
+    usable = np.flatnonzero(right.any(axis=1) & ~right.all(axis=1))
+    n_val = max(1, round(val_fraction * len(usable)))
+    if len(usable) - n_val < 1:
+        raise ValueError(f"only {len(usable)} rows where the RMs disagree; need at least 2 to train and validate")
+    order = np.random.default_rng(seed).permutation(usable)
+    return order[n_val:], order[:n_val]
+
+
 def train_offline_router(
     emb_chosen: Any, emb_rejected: Any, correct: Any, config: OfflineTrainConfig | None = None, **overrides: Any
 ) -> tuple[OfflineRouter, list[dict]]:
@@ -218,12 +230,7 @@ def train_offline_router(
     e, e2 = _check_pairs(emb_chosen, emb_rejected)
     c = _as_tensor("correct", correct, (len(e), None))
     right = _right(c)
-    usable = np.flatnonzero((right.any(dim=1) & ~right.all(dim=1)).numpy())
-    n_val = max(1, round(cfg.val_fraction * len(usable)))
-    if len(usable) - n_val < 1:
-        raise ValueError(f"only {len(usable)} rows where the RMs disagree; need at least 2 to train and validate")
-    order = np.random.default_rng(cfg.seed).permutation(usable)
-    val, train = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
+    train, val = (torch.as_tensor(rows) for rows in validation_split(c.numpy(), cfg.val_fraction, cfg.seed))
     weights = torch.ones(len(train))
     if cfg.balance_pairs:
         balanced = torch.as_tensor(balanced_row_weights(c[train].numpy()), dtype=torch.float32)

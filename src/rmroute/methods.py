@@ -1,0 +1,155 @@
+"""What is compared: a method is a router, a training recipe and overrides (config `methods:` and
+`recipes:`), resolved into typed settings, and the one place a router is built from them.
+
+    resolved method = router defaults  <-  recipes[recipe]  <-  the method's own keys
+
+The defaults below are the papers' values; config/README.md documents every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+ROUTERS = ("single", "random", "ensemble", "oracle", "linucb", "exp3", "thompson", "offline-only")
+LEARNING_ROUTERS = ("linucb", "exp3", "thompson")  # updated from bandit rewards
+OFFLINE_ROUTERS = ("thompson", "offline-only")  # need the offline router (its pair encoder and RM embeddings)
+PAIR_ROUTERS = ("thompson", "offline-only", "random", "single")  # can route candidate pairs
+DEFAULT_GRANULARITY = {
+    "single": "batch", "random": "batch", "ensemble": "query", "oracle": "query", "linucb": "batch",
+    "exp3": "batch", "thompson": "pair", "offline-only": "pair",
+}
+DEFAULT_RECIPE = {"thompson": "bayesian", "offline-only": "bayesian"}  # every other router: laser
+
+
+class ConfigError(ValueError):
+    """A config or sheet value that cannot work; the message names the field."""
+
+
+def _help(text: str, default):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a method trains the policy on the pairs its router labels (one entry of `recipes:`)."""
+
+    pair_rule: str = _help("top_vs_next (LASeR) | best_vs_worst | random_routed (BayesianRouter)", "top_vs_next")
+    tie_threshold: float = _help("random_routed drops pairs whose routed score gap is at most this", 0.0)
+    loss: str = _help("dpo_nll = DPO + NLL on the chosen response (LASeR); dpo; nll = the control", "dpo_nll")
+    beta: float = _help("DPO inverse temperature", 0.1)
+    nll_weight: float = _help("weight of the chosen-response NLL term", 1.0)
+    reference: str = _help("previous = the policy entering the iteration (LASeR); sft = fixed SFT policy", "previous")
+    lr: float = _help("learning rate of the policy (constant)", 1e-4)
+    epochs: float = _help("passes over one iteration's batches; passes after the first replay the labelled pairs", 2.0)
+    reward: str = _help("neg_loss = -(training loss) (LASeR); advantage = batch-mean minus pair loss", "neg_loss")
+    reward_timing: str = _help("step = the loss of the step that trained the pairs; after_update = re-measured after it",
+                               "step")
+    normaliser: str = _help("quantile = q20/q80 of all rewards so far (both papers); ema-z = per-RM z-score", "quantile")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A router, its recipe and its hyper-parameters, with the budget keys every method shares."""
+
+    name: str = _help("the method's name in paths and tables", "method")
+    router: str = _help("which RM labels each decision (see ROUTERS)", "random")
+    recipe_name: str = _help("name of the recipe under `recipes:`", "laser")
+    recipe: Recipe = field(default_factory=Recipe, metadata={"help": "the resolved training recipe"})
+    granularity: str = _help("one routing decision per batch, query or candidate pair", "batch")
+    rm: str | None = _help("rm_id of the single-RM baseline (router single)", None)
+    arm: int | None = _help("pool index of `rm`", None)
+    alpha: float = _help("LinUCB exploration weight (LASeR: 0.1)", 0.1)
+    gamma: float = _help("Exp3 exploration rate", 0.1)
+    lambda0: float = _help("Thompson prior precision (BayesianRouter: 1)", 1.0)
+    sigma2: float = _help("Thompson observation noise variance", 1.0)
+    prior: str = _help("Thompson prior means: offline RM embeddings, or zero (ablation)", "offline")
+    context: str = _help("LinUCB prompt context from the current policy: last_hidden | mean_input_embedding",
+                         "last_hidden")
+    combine: str = _help("ensemble combination: mean | min | uncertainty | vote", "mean")
+    uncertainty_k: float = _help("k of the uncertainty ensemble (mean - k std)", 1.0)
+    fused: bool = _help("bayesian-fused ablation: posterior-weighted sum of every RM's z-scores", False)
+    noise_sigma: float = _help("Gaussian noise added to every RM score (robustness test)", 0.0)
+    pairs_per_prompt: int = _help("budget.pairs_per_prompt", 2)
+    batch_prompts: int = _help("budget.batch_prompts: prompts per training batch (and per-batch decision)", 16)
+
+    @property
+    def learns(self) -> bool:
+        return self.router in LEARNING_ROUTERS
+
+    @property
+    def needs_offline_router(self) -> bool:
+        return self.router in OFFLINE_ROUTERS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Method:
+        return cls(**{**data, "recipe": Recipe(**data["recipe"])})
+
+
+RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
+METHOD_KEYS = tuple(f.name for f in fields(Method) if f.name not in ("name", "recipe", "recipe_name", "arm",
+                                                                      "pairs_per_prompt", "batch_prompts"))
+
+
+def resolve_methods(config: dict, rm_ids: list[str]) -> dict[str, Method]:
+    """Every method of the config with its recipe, budget and router parameters filled in, or a
+    ConfigError naming the field that cannot work."""
+    out = {}
+    budget = config["budget"]
+    for name, spec in config["methods"].items():
+        where = f"methods.{name}"
+        router = spec.get("router")
+        if router not in ROUTERS:
+            raise ConfigError(f"{where}.router: {router!r} is not a router; expected one of {list(ROUTERS)}")
+        recipe_name = spec.get("recipe", DEFAULT_RECIPE.get(router, "laser"))
+        if recipe_name not in config["recipes"]:
+            raise ConfigError(f"{where}.recipe: {recipe_name!r} is not defined under recipes ({sorted(config['recipes'])})")
+        recipe = Recipe(**{**config["recipes"][recipe_name], **{k: v for k, v in spec.items() if k in RECIPE_KEYS}})
+        own = {k: v for k, v in spec.items() if k in METHOD_KEYS}
+        method = Method(name=name, recipe_name=recipe_name, recipe=recipe, pairs_per_prompt=budget["pairs_per_prompt"],
+                        batch_prompts=budget["batch_prompts"], **{"granularity": DEFAULT_GRANULARITY[router], **own})
+        if router == "single":
+            if spec.get("rm") not in rm_ids:
+                raise ConfigError(f"{where}.rm: {spec.get('rm')!r} is not an rm_id of the RM sheet ({rm_ids})")
+            method = replace(method, arm=rm_ids.index(spec["rm"]))
+        elif "rm" in spec:
+            raise ConfigError(f"{where}.rm: only router 'single' takes an rm (router is {router!r})")
+        if router in OFFLINE_ROUTERS and method.granularity != "pair":
+            raise ConfigError(f"{where}.granularity: router {router!r} routes candidate pairs; use 'pair'")
+        if method.granularity == "pair" and router not in PAIR_ROUTERS:
+            raise ConfigError(f"{where}.granularity: 'pair' needs a pair-context router ({', '.join(PAIR_ROUTERS)})")
+        if method.granularity == "pair" and recipe.pair_rule != "random_routed":
+            raise ConfigError(f"{where}.pair_rule: per-pair routing needs pair_rule 'random_routed', got {recipe.pair_rule!r}")
+        if method.pairs_per_prompt >= budget["samples_per_prompt"] and recipe.pair_rule == "top_vs_next":
+            raise ConfigError(
+                f"budget.pairs_per_prompt: top_vs_next pairs the top sample with the next P, so P must be below "
+                f"budget.samples_per_prompt ({budget['samples_per_prompt']}), got {method.pairs_per_prompt}")
+        out[name] = method
+    return out
+
+
+def build_router(method: Method, n_arms: int, dim: int, seed: int, prior: np.ndarray | None = None):
+    """The method's router over `n_arms` RMs with `dim`-dimensional contexts, or None for the
+    routers that score with every RM (ensemble, oracle: they pick from the scores themselves).
+    `prior` is the offline router's (n_arms, dim) RM embeddings, needed by thompson and offline-only."""
+    from rmroute.routers import make_router
+
+    kind = method.router
+    if kind in ("ensemble", "oracle"):
+        return None
+    if kind in OFFLINE_ROUTERS and prior is None:
+        raise ValueError(f"method {method.name!r}: router {kind!r} needs the offline router's RM embeddings (prior)")
+    options = {
+        "single": lambda: {"arm": method.arm},
+        "random": dict,
+        "linucb": lambda: {"alpha": method.alpha},
+        "exp3": lambda: {"gamma": method.gamma},
+        "thompson": lambda: {"prior_means": prior if method.prior == "offline" else None, "lambda0": method.lambda0,
+                             "noise_var": method.sigma2},
+        "offline-only": lambda: {"arm_embeddings": prior},
+    }[kind]()
+    return make_router(kind, n_arms, dim, seed, **options)
