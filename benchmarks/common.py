@@ -111,8 +111,9 @@ def random_response(record: dict, rng: random.Random) -> str:
 
 def rollout_groups(records: list[dict], n_prompts: int, samples: int, seed: int = 0,
                    context_dim: int = POLICY_HIDDEN) -> list[dict]:
-    """Rollout records as `rmroute.routing.route_and_score` reads them: prompt, responses, gold
-    scores and a context vector (random here, the size of the policy's hidden state)."""
+    """Rollout records as `rmroute.online.route_batches` reads them: prompt, responses, gold
+    scores and a context vector (random here, the size of the policy's hidden state; LinUCB reads it
+    as the prompt context)."""
     if n_prompts > len(records):
         raise ValueError(f"n_prompts={n_prompts} exceeds the {len(records)} testbed prompts available")
     rng = random.Random(seed)

@@ -81,7 +81,7 @@ def main(argv=None) -> pd.DataFrame | None:
         if overlap > (os.cpu_count() or 1):
             print(f"note: more overlap than the {os.cpu_count()} cores allow: the benchmark files hold jobs that ran "
                   "outside the timed invocation (earlier or later runs into the same results directory)")
-    expected = {"rollout", "route_and_score", "dpo", "evaluate"}
+    expected = {"rollout", "train_iteration", "evaluate"}
     if not expected <= set(table["rule"]):
         print(f"note: the run has no {sorted(expected - set(table['rule']))} jobs yet (incomplete run?)")
     return table

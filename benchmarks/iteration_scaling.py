@@ -21,15 +21,13 @@ import pandas as pd
 
 from rmroute import models
 
-LINUCB_METHOD = {"router": "linucb", "granularity": "batch", "batch_prompts": 16, "pair_rule": "top_vs_next",
-                 "pairs_per_prompt": 2, "tie_threshold": 0.0}
 MAX_NEW_TOKENS = 24  # budget.max_new_tokens
 
 
 def worker(spec: dict) -> dict:
     """One measurement in this (fresh) process; returns times in seconds and RSS in MiB."""
-    from rmroute.routers import make_router
-    from rmroute.routing import route_and_score
+    from rmroute.methods import Method, Recipe, build_router
+    from rmroute.online import route_batches
 
     common.pin_threads()
     root = Path(spec["root"])
@@ -46,13 +44,17 @@ def worker(spec: dict) -> dict:
     pool = common.load_pool(spec["rm_dirs"][: spec["k"]])
     groups = common.rollout_groups(records, spec["prompts"], spec["samples"])
     before = common.current_rss_mib()
+    linucb = Method(name="laser", router="linucb", batch_prompts=16, pairs_per_prompt=2, recipe=Recipe())
+    contexts = {g["prompt"]: g["context"] for g in groups}
+    prompt_context = lambda prompts: np.array([contexts[p] for p in prompts])  # noqa: E731
     if spec["stage"] == "score":
         k = spec["k"]
-        seconds, times = common.median_time(lambda: route_and_score(
-            groups, LINUCB_METHOD, pool, make_router("linucb", k, common.POLICY_HIDDEN, alpha=0.1)), spec["repeats"])
+        seconds, times = common.median_time(lambda: route_batches(
+            groups, linucb, pool, build_router(linucb, k, common.POLICY_HIDDEN, 0), prompt_context=prompt_context),
+            spec["repeats"])
     else:  # rss_k: every loaded RM scores, so each one's activations count towards the peak
-        seconds, times = common.median_time(lambda: route_and_score(
-            groups, {**LINUCB_METHOD, "router": "ensemble", "granularity": "query", "combine": "mean"}, pool), 3, 0)
+        ensemble = Method(name="ensemble", router="ensemble", granularity="query", batch_prompts=16, recipe=Recipe())
+        seconds, times = common.median_time(lambda: route_batches(groups, ensemble, pool), 3, 0)
     return {"time_s": seconds, "time_min_s": min(times), "rss_before_mib": before, "peak_rss_mib": common.peak_rss_mib()}
 
 

@@ -1,16 +1,12 @@
 """One method's routed iterations in one process, for calibrating the testbed and the budget.
 
-Runs the workflow's own stage functions (`rmroute.stages.rollout`, `route_and_score`,
-`dpo_iteration`, `evaluate_policy`) for one method and seed on an existing results directory
-that already holds the data, the SFT policy and the RM pool (`snakemake --cores all
-results/tables/rm_accuracy.tsv`), without Snakemake's per-job start-up: an iteration of the
-default takes about 20 s here against about a minute as four workflow jobs. `--set key=value`
-overrides any config key (dotted path, YAML value), so a budget or recipe can be tried without
-editing the config. It writes under `--out` only and prints one line per iteration.
-
-`--gold-pairs-only` is an analysis diagnostic, never a method: it drops every routed pair whose
-chosen response is not gold-better than the rejected one before DPO, to measure what the
-recipe could gain from perfect labels at this budget.
+Runs the workflow's own stage functions (`rmroute.stages.rollout`, `train_iteration`,
+`evaluate_policy`) for one method and seed on an existing results directory that already holds
+the data, the SFT policy and the RM pool (`snakemake --cores all results/tables/rm_accuracy.tsv`;
+and `results/offline_router/model` for thompson and offline-only), without Snakemake's per-job
+start-up. `--set key=value` overrides any config key (dotted path, YAML value), so a budget or
+recipe can be tried without editing the config. It writes under `--out` only and prints one line
+per iteration: accuracy per domain, the pairs trained on and their share that gold prefers.
 
     python benchmarks/method_probe.py --method oracle --seed 0 --out results/probe/oracle0
     python benchmarks/method_probe.py --method oracle --seed 0 --out /tmp/p --set budget.temperature=0.8
@@ -30,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rmroute import stages  # noqa: E402
 from rmroute.config import load_config  # noqa: E402
-from rmroute.io import read_jsonl, write_jsonl  # noqa: E402
+from rmroute.io import read_jsonl  # noqa: E402
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:
@@ -55,7 +51,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="where this probe's iterations go")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--gold-pairs-only", action="store_true", help="diagnostic: keep only gold-right pairs")
     args = parser.parse_args()
 
     config = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.set)
@@ -67,7 +62,7 @@ def main() -> None:
     pool = sheet.to_dict("records")
     for row in pool:
         row["path"] = str(base / "rms" / row["rm_id"]) if row["source"] == "train" else row["source"]
-    offline = str(base / "offline_router") if method["router"] in ("thompson", "offline-only") else None
+    offline = str(base / "offline_router" / "model") if method.needs_offline_router else None
     sft = base / "models" / "sft"
     sft_table = base / "eval" / "sft.tsv"
     if sft_table.exists():
@@ -82,16 +77,15 @@ def main() -> None:
         d = out / f"it{it}"
         d.mkdir(parents=True, exist_ok=True)
         stages.rollout(previous, str(base / "data/rollout.jsonl"), config["budget"], args.seed, it, 1, "cpu", str(d / "rollouts.jsonl"))
-        stages.route_and_score(str(d / "rollouts.jsonl"), method, pool, state, offline, args.seed, it, 1, "cpu",
-                               str(d / "pairs.jsonl"), str(d / "routing.parquet"), str(d / "router_selected.json"))
+        reference = str(sft) if method.recipe.reference == "sft" else previous
+        stages.train_iteration(
+            policy_dir=previous, reference_dir=reference, rollouts_path=str(d / "rollouts.jsonl"), method=method.to_dict(),
+            pool_rows=pool, previous_state=state, offline_dir=offline, batch_order=config["budget"]["batch_order"],
+            max_length=config["policy"]["max_length"], seed=args.seed, it=it, threads=1, device="cpu",
+            out_policy=str(d / "policy"), out_state=str(d / "router_state.json"), out_decisions=str(d / "decisions.parquet"),
+            out_pairs=str(d / "pairs.jsonl"))
         pairs = read_jsonl(d / "pairs.jsonl")
         right = sum(p["chosen_gold"] > p["rejected_gold"] for p in pairs) / max(1, len(pairs))
-        if args.gold_pairs_only:
-            write_jsonl([p for p in pairs if p["chosen_gold"] > p["rejected_gold"]], d / "pairs.jsonl")
-        reference = str(sft) if method["reference"] == "sft" else previous
-        stages.dpo_iteration(previous, reference, str(d / "pairs.jsonl"), str(d / "routing.parquet"), str(d / "router_selected.json"),
-                             offline, method, args.seed, it, 1, "cpu", str(d / "policy"), str(d / "router_state.json"),
-                             str(d / "decisions.parquet"))
         table = stages.evaluate_policy(str(d / "policy"), str(base / "data/test.jsonl"), config["evaluation"]["max_new_tokens"], 1,
                                        "cpu", str(d / "eval.tsv"))
         acc = table[table["metric"] == "accuracy"].set_index("domain")["value"]

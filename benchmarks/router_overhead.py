@@ -1,13 +1,14 @@
 """Router overhead: select + update time per routing decision, and the router's share of one
 routed-DPO iteration.
 
-LinUCB (LASeR) decides once per batch of prompts on the policy's hidden state (dim 128), so an
-iteration makes prompts_per_iteration / batch_prompts decisions (256 / 16 = 16). Thompson
+LinUCB (LASeR) decides once per training batch on the policy's hidden state (dim 128), so an
+iteration makes prompts_per_iteration / batch_prompts decisions (512 / 16 = 32). Thompson
 (BayesianRouter) decides once per candidate pair on the offline router's pair vector (dim 64, or
-384 for a MiniLM-sized vector), so an iteration makes prompts x C(samples, 2) decisions (256 x 6).
-As in the workflow, `select` is called once per decision (Thompson: once per query, for its six
-pairs) and `update` once per iteration with every decision's row; `update_each_us` is the cost if
-the router were instead updated after every single decision.
+384 for a MiniLM-sized vector), so an iteration makes prompts x C(samples, 2) decisions (512 x 6).
+As in the training loop, `select` is called once per decision (Thompson: once per query, for its
+six pairs) and `update` once per training step with the step's decisions (LinUCB: 1; Thompson:
+16 x 6); `update_each_us` is the cost if the router were instead updated after every single
+decision.
 """
 
 from __future__ import annotations
@@ -24,26 +25,26 @@ import pandas as pd
 
 from rmroute.routers import make_router
 
-RULE_STAGES = ("rollout", "route_and_score", "dpo", "evaluate")
-# Used when no run of the default config has per-iteration benchmark files. Measured on a 2-core
-# CPU VM (torch 2.13, one thread) by calling rmroute.stages.rollout, route_and_score, dpo_iteration
-# and evaluate_policy in one process for `laser`, seed 0, iteration 1 of config/config.yaml:
-# 1.5 + 1.7 + 8.3 + 0.5 s. Interpreter start and imports, which every Snakemake job also pays,
-# are left out, so this is a lower bound on the iteration and the fraction an upper bound.
-FALLBACK_ITERATION_S = 12.0
+RULE_STAGES = ("rollout", "train_iteration", "evaluate")
+# Used when no run of the default config has per-iteration benchmark files: the median summed
+# job seconds of the three iteration rules per (method, seed, iteration) of a default run on a
+# 2-core CPU VM (torch 2.13, one thread per job), interpreter start and imports included.
+FALLBACK_ITERATION_S = 40.0
 
-# (router, dim, rows per select call, decisions per iteration) at the default budget.
-PROMPTS, BATCH_PROMPTS, SAMPLES = 256, 16, 4
+# (router, dim, rows per select call, decisions per training step, decisions per iteration) at
+# the default budget.
+PROMPTS, BATCH_PROMPTS, SAMPLES = 512, 16, 4
+PAIRS = math.comb(SAMPLES, 2)
 CASES = (
-    ("linucb", 128, 1, PROMPTS // BATCH_PROMPTS),
-    ("thompson", 64, math.comb(SAMPLES, 2), PROMPTS * math.comb(SAMPLES, 2)),
-    ("thompson", 384, math.comb(SAMPLES, 2), PROMPTS * math.comb(SAMPLES, 2)),
+    ("linucb", 128, 1, 1, PROMPTS // BATCH_PROMPTS),
+    ("thompson", 64, PAIRS, BATCH_PROMPTS * PAIRS, PROMPTS * PAIRS),
+    ("thompson", 384, PAIRS, BATCH_PROMPTS * PAIRS, PROMPTS * PAIRS),
 )
 ITERATION_METHOD = {"linucb": "laser", "thompson": "bayesian"}
 
 
 def iteration_seconds(results: Path, method: str) -> tuple[float, str]:
-    """Mean over (seed, iteration) of the summed job seconds of the four iteration rules for
+    """Mean over (seed, iteration) of the summed job seconds of the three iteration rules for
     `method`, else the mean over every method that has them, else the fallback constant.
 
     Iteration 1 samples from the SFT policy in one `rollout_sft/<seed>` job that every method
@@ -80,9 +81,9 @@ def contexts(gen: np.random.Generator, n: int, dim: int, unit: bool) -> np.ndarr
     return x / np.linalg.norm(x, axis=1, keepdims=True) if unit else x
 
 
-def time_iteration(name: str, k: int, dim: int, rows: int, decisions: int, n_decisions: int, seed: int) -> tuple[float, float]:
+def time_steps(name: str, k: int, dim: int, rows: int, decisions: int, n_decisions: int, seed: int) -> tuple[float, float]:
     """(select µs, amortised update µs) per decision over about n_decisions decisions, taken as
-    whole iterations of `decisions` select calls followed by one batched update."""
+    training steps of `decisions` decisions (select calls of `rows` rows) and one batched update."""
     gen = np.random.default_rng(seed)
     router = make_router(name, k, dim, seed)
     unit = name == "thompson"  # pair vectors are unit length; LinUCB sees raw hidden-state means
@@ -128,10 +129,10 @@ def main(argv=None) -> pd.DataFrame:
     print(common.pin_threads())
 
     rows = []
-    for name, dim, per_select, decisions in CASES:
+    for name, dim, per_select, per_step, decisions in CASES:
         iteration_s, source = iteration_seconds(Path(args.results), ITERATION_METHOD[name])
         for k in args.ks:
-            timed = [time_iteration(name, k, dim, per_select, decisions, max(args.decisions, decisions), seed)
+            timed = [time_steps(name, k, dim, per_select, per_step, max(args.decisions, decisions), seed)
                      for seed in range(max(3, args.repeats))]
             select_us = statistics.median(t[0] for t in timed)
             update_us = statistics.median(t[1] for t in timed)
@@ -140,7 +141,7 @@ def main(argv=None) -> pd.DataFrame:
             rows.append({
                 "router": name, "K": k, "dim": dim, "select_us": select_us, "update_us": update_us,
                 "per_decision_us": per_decision, "update_each_us": time_update_each(name, k, dim, args.update_each, 0),
-                "decisions_per_iteration": decisions, "router_s_per_iteration": router_s,
+                "decisions_per_step": per_step, "decisions_per_iteration": decisions, "router_s_per_iteration": router_s,
                 "iteration_s": iteration_s, "fraction": router_s / iteration_s,
                 "goal_met": router_s / iteration_s <= 0.01, "iteration_source": source,
             })

@@ -1,8 +1,9 @@
 """Routed scoring (one RM per decision) against the K-RM mean ensemble (every RM scores every
 response), for K = 2, 4, 8 tiny RMs on the same rollout groups. The ideal ratio is K.
 
-Both go through `rmroute.routing.route_and_score`, so the time includes tokenisation, the RM
-forward passes, score caching and pair building. Each comparison runs both methods at the same
+Both go through `rmroute.online.route_batches` (the training loop's labeler, batch by batch,
+without training), so the time includes tokenisation, the RM forward passes, score caching and
+pair building. Each comparison runs both methods at the same
 granularity; the `workflow` rows pair the workflow's defaults (per-batch routing, per-query ensemble).
 """
 
@@ -16,10 +17,9 @@ import time
 import common
 import pandas as pd
 
+from rmroute.methods import Method, Recipe
+from rmroute.online import route_batches
 from rmroute.routers import make_router
-from rmroute.routing import route_and_score
-
-BASE_METHOD = {"pair_rule": "top_vs_next", "pairs_per_prompt": 2, "tie_threshold": 0.0}
 
 
 def time_methods(groups, methods: dict, pool, k: int, repeats: int) -> dict:
@@ -33,10 +33,10 @@ def time_methods(groups, methods: dict, pool, k: int, repeats: int) -> dict:
     calls = {}
     for round_ in range(max(3, repeats) + 1):  # round 0 warms up and is not kept
         for name, method in methods.items():
-            router = make_router("single", k, common.POLICY_HIDDEN, arm=0) if method["router"] == "single" else None
+            router = make_router("single", k, 1, arm=0) if method.router == "single" else None
             common.reset_counters(pool)
             start = time.perf_counter()
-            route_and_score(groups, method, pool, router)
+            route_batches(groups, method, pool, router)
             if round_:
                 seconds[name].append(time.perf_counter() - start)
                 rm_seconds[name].append(sum(rm.seconds for rm in pool))
@@ -68,9 +68,9 @@ def main(argv=None) -> pd.DataFrame:
             pool = common.load_pool(dirs[:k])
             methods = {}
             for granularity in ("batch", "query"):
-                shared = {**BASE_METHOD, "granularity": granularity, "batch_prompts": args.batch_prompts}
-                methods["routed", granularity] = {**shared, "router": "single"}
-                methods["ensemble", granularity] = {**shared, "router": "ensemble", "combine": "mean"}
+                shared = dict(granularity=granularity, batch_prompts=args.batch_prompts, pairs_per_prompt=2, recipe=Recipe())
+                methods["routed", granularity] = Method(name="routed", router="single", arm=0, **shared)
+                methods["ensemble", granularity] = Method(name="ensemble", router="ensemble", combine="mean", **shared)
             measured = time_methods(groups, methods, pool, k, args.repeats)
             for label, routed_g, ensemble_g in (("batch", "batch", "batch"), ("query", "query", "query"),
                                                 ("workflow", "batch", "query")):

@@ -21,7 +21,7 @@ import pytest
 from rmroute import models, stages
 from rmroute.io import read_jsonl, write_jsonl
 from rmroute.methods import Method, Recipe
-from rmroute.online import RoutedLabeler
+from rmroute.online import route_batches
 from rmroute.pairs import (
     best_vs_worst,
     build_pairs,
@@ -63,16 +63,9 @@ def method(router: str, granularity: str, pair_rule: str, *, tie_threshold: floa
 
 
 def route_and_score(groups, m: Method, pool, router=None, *, pair_contexts=None, seed=0):
-    """Label `groups` batch by batch as the training loop does (no reward: every loss NaN);
-    returns (pairs, decision log rows)."""
-    labeler = RoutedLabeler(pool, m, router, None, pair_context=pair_contexts,
-                            prompt_context=lambda prompts: np.zeros((len(prompts), DIM)), seed=seed)
-    pairs = []
-    for step, start in enumerate(range(0, len(groups), m.batch_prompts)):
-        batch = labeler.label(groups[start : start + m.batch_prompts], step=step)
-        labeler.feedback(np.full(len(batch), np.nan))
-        pairs += batch
-    return pairs, labeler.rows
+    """Label `groups` batch by batch as the training loop does (no reward); (pairs, decision rows)."""
+    return route_batches(groups, m, pool, router, pair_context=pair_contexts,
+                         prompt_context=lambda prompts: np.zeros((len(prompts), DIM)), seed=seed)
 
 
 @pytest.fixture(scope="module")

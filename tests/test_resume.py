@@ -1,9 +1,9 @@
 """Reliability of the workflow on the `.test/config/resume.yaml` config (one seed, two iterations,
 LASeR and BayesianRouter):
 
-* resume: a run killed with SIGKILL inside a DPO job, inside a rollout job and between two
-  iterations, each time resumed the documented way (`snakemake --unlock`, then `snakemake
-  --rerun-incomplete`), ends with the same tables, decision logs and final policies as an
+* resume: a run killed with SIGKILL inside a training job while it saves, inside a rollout job,
+  between two iterations and inside the training loop (the router mid-iteration), each time
+  resumed the documented way (`snakemake --unlock`, then `snakemake --rerun-incomplete`), ends with the same tables, decision logs and final policies as an
   uninterrupted run, leaves no temporary file behind and leaves Snakemake nothing to redo;
 * determinism: two runs of the same config and seed agree on every artefact (CPU), apart from
   wall-clock columns, logs, benchmarks and figures.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,19 +153,30 @@ def run_dir(method: str, it: int) -> str:
 
 
 KILL_POINTS = [
-    # In the DPO job of iteration 1 while it writes its outputs: the new policy is being saved
-    # (or has just been renamed into place) and the router state and decision log are not yet written.
-    KillPoint("inside dpo laser it1, writing the policy",
+    # In the train_iteration job of iteration 1 while it writes its outputs: the new policy is
+    # being saved (or has just been renamed into place) and the router state and decision log are
+    # not yet written.
+    KillPoint("inside train_iteration laser it1, writing the policy",
               lambda r, t: (r / run_dir("laser", 1) / "policy.tmp").exists() or (r / run_dir("laser", 1) / "policy").exists(),
               poll=0.01),
     # In the rollout job of iteration 2, one second after it started: mid-import or mid-generation.
     KillPoint("inside rollout laser it2",
               lambda r, t: fresh(r / "logs" / "rollout" / "laser" / "0" / "it2.log", t), delay=1.0),
     # Between iterations: iteration 1's router state and policy are on disk, iteration 2's rollouts
-    # have just been renamed into place, and no routed scoring or DPO of iteration 2 has started.
+    # have just been renamed into place, and no training of iteration 2 has started.
     KillPoint("between laser it1 and it2 (it2 rollouts just written)",
               lambda r, t: fresh(r / run_dir("laser", 2) / "rollouts.jsonl", t), poll=0.01),
+    # Inside the training loop: the router has routed and been updated on at least one batch of
+    # iteration 2 (the trainer's progress bar counts a finished step) and nothing of it is saved.
+    KillPoint("inside train_iteration laser it2, mid-training",
+              lambda r, t: bool(STEP_DONE.search(_text(r / "logs" / "train_iteration" / "laser" / "0" / "it2.log", t))),
+              poll=0.05),
 ]
+STEP_DONE = re.compile(r"\| *[1-9]\d*/\d+ \[")  # tqdm's "| 3/8 [": a finished optimiser step
+
+
+def _text(path: Path, started: float) -> str:
+    return path.read_text(errors="replace") if fresh(path, started) else ""
 
 
 # ---------------------------------------------------------------- comparing two runs

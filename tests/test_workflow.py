@@ -54,17 +54,20 @@ def test_tables_follow_the_output_contract(tiny_run):
         "rm_accuracy": ["rm", "domain", "accuracy"],
         "policy_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
         "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds"],
-        "router_choices": ["method", "domain", "rm", "count"],
+        "router_choices": ["method", "iteration", "domain", "rm", "count", "share"],
+        "reward_validity": ["method", "domain", "rm", "gold_pair_accuracy", "mean_reward_raw", "mean_reward_norm",
+                            "spearman_reward_gold", "spearman_arms"],
         "pair_quality": ["method", "domain", "n_pairs", "right", "tie", "wrong", "chosen_correct"],
         "offline_router": ["split", "router_accuracy"],
-        "routing_sim": ["router", "seed", "labelling_accuracy", "regret"],
+        "routing_sim": ["stream", "router", "lambda0", "seed", "labelling_accuracy", "regret"],
     }
     for name, columns in expected.items():
         table = pd.read_csv(tables / f"{name}.tsv", sep="\t")
         assert set(columns) <= set(table.columns), (name, list(table.columns))
         assert len(table) > 0, name
         assert (tables / f"{name}.md").exists(), name
-    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret", "pair_quality"):
+    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret", "pair_quality",
+                 "reward_validity"):
         assert (tiny_run / "figures" / f"{name}.png").stat().st_size > 0
         assert (tiny_run / "figures" / f"{name}.pdf").stat().st_size > 0
 
@@ -84,8 +87,8 @@ def test_policy_accuracy_covers_every_run(tiny_run):
 @pytest.mark.workflow
 def test_decisions_log_every_routed_choice(tiny_run):
     decisions = pd.read_parquet(tiny_run / "decisions" / "rm-a" / "0.parquet")
-    for column in ("method", "seed", "iteration", "query_id", "domain", "rm", "score_gap", "bandit_reward_raw",
-                   "bandit_reward_norm", "gold_agreement", "route_seconds", "rm_calls"):
+    for column in ("method", "seed", "iteration", "step", "router_updates", "query_id", "domain", "rm", "score_gap",
+                   "bandit_reward_raw", "bandit_reward_norm", "loss", "gold_agreement", "route_seconds", "rm_calls"):
         assert column in decisions.columns, column
     assert set(decisions["rm"]) == {"rm_a"}  # a single-RM method never routes elsewhere
     ensemble = pd.read_parquet(tiny_run / "decisions" / "ensemble-mean" / "0.parquet")
@@ -94,6 +97,10 @@ def test_decisions_log_every_routed_choice(tiny_run):
     assert (ensemble_calls == 3 * single_calls).all()  # the 3-RM ensemble pays for every RM
     laser = pd.read_parquet(tiny_run / "decisions" / "laser" / "0.parquet")
     assert laser["bandit_reward_norm"].dropna().between(0, 1).all()
+    # The router learns inside the iteration: one update per optimiser step, carried across iterations.
+    per_step = laser.groupby(["iteration", "step"])["router_updates"].first()
+    assert per_step.is_monotonic_increasing and per_step.is_unique
+    assert per_step.loc[1].tolist() == list(range(len(per_step.loc[1])))
 
 
 @pytest.mark.workflow

@@ -318,8 +318,8 @@ class RoutedLabeler:
                 raw.append(float(values[mine].mean()))
                 for r in decision["rows"]:
                     self.rows[r]["bandit_reward_raw"] = raw[-1]
-        if not rewarded or self.normaliser is None:
-            return np.zeros(0)
+        if not rewarded or self.normaliser is None or self.router is None:
+            return np.zeros(0)  # ensembles and the oracle learn nothing: their raw rewards are logged only
         arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
         norm = self.normaliser(np.array(raw), arms)
         for decision, value in zip(rewarded, norm):
@@ -344,6 +344,22 @@ class RoutedLabeler:
         if self.normaliser is not None:
             self.normaliser.load_state_dict(state["normaliser"])
         self.updates = int(state.get("updates", 0))
+
+
+def route_batches(groups: list[dict], method: Method, pool: list, router=None, *,
+                  prompt_context: Callable[[list[str]], np.ndarray] | None = None,
+                  pair_context: Callable[[dict, list[tuple[int, int]]], np.ndarray] | None = None,
+                  seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Route and score `groups` in batches of `method.batch_prompts`, with no training in between
+    (every loss NaN, so no router learns): the cost of routing and scoring alone, for benchmarks
+    and tests. Returns (pairs, decision log rows)."""
+    labeler = RoutedLabeler(pool, method, router, None, prompt_context=prompt_context, pair_context=pair_context, seed=seed)
+    pairs = []
+    for step, start in enumerate(range(0, len(groups), method.batch_prompts)):
+        batch = labeler.label(groups[start : start + method.batch_prompts], step=step)
+        labeler.feedback(np.full(len(batch), np.nan))
+        pairs += batch
+    return pairs, labeler.rows
 
 
 def _fused_pair_scores(cache: ScoreCache, groups: list[dict], g: int, cands: list, mean_scores: np.ndarray):

@@ -147,10 +147,11 @@ def accuracy_figure(acc: pd.DataFrame, png, pdf) -> None:
 
 
 def router_choices(decisions: pd.DataFrame) -> pd.DataFrame:
-    """How often each method's router picked each RM, per domain (one count per routed query row)."""
-    counts = decisions.groupby(["method", "domain", "rm"]).size().rename("count").reset_index()
-    counts["share"] = counts["count"] / counts.groupby(["method", "domain"])["count"].transform("sum")
-    return counts
+    """How often each method's router picked each RM, per iteration and domain (one count per
+    routed query row; per-pair routers count every candidate pair), as a count and a share."""
+    counts = decisions.groupby(["method", "iteration", "domain", "rm"], sort=False).size().rename("count").reset_index()
+    counts["share"] = counts["count"] / counts.groupby(["method", "iteration", "domain"])["count"].transform("sum")
+    return counts.sort_values(["method", "iteration", "domain", "rm"], kind="stable").reset_index(drop=True)
 
 
 def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
@@ -161,7 +162,9 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
     import seaborn as sns
 
     domains = sorted(choices["domain"].unique())
-    grid = sns.catplot(data=choices, x="domain", y="share", hue="rm", col="method", col_wrap=4, kind="bar", height=2.6,
+    overall = choices.groupby(["method", "domain", "rm"], sort=False)["count"].sum().reset_index()
+    overall["share"] = overall["count"] / overall.groupby(["method", "domain"])["count"].transform("sum")
+    grid = sns.catplot(data=overall, x="domain", y="share", hue="rm", col="method", col_wrap=4, kind="bar", height=2.6,
                        aspect=1.3, order=domains)
     # Name the domains under every panel: the grid otherwise labels only its bottom row, and
     # FacetGrid.set_xticklabels() before a draw reads back empty labels and blanks even those.
@@ -171,6 +174,73 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
         ax.set_xticklabels(domains, rotation=30, ha="right")
     grid.tight_layout()  # room for those labels between the rows
     grid.figure.suptitle("Which RM each router picked, per domain (share of routed queries)", y=1.02)
+    save_figure(grid.figure, png, pdf)
+    plt.close(grid.figure)
+
+
+def reward_validity(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Does the loss-based bandit reward tell good RMs from bad ones? Analysis only: gold enters here.
+
+    Per method, domain and RM (`rm` = the routed RM, or `all`): decisions with a reward
+    (`n_decisions`), their pairs (`n_pairs`), the RM's gold pair accuracy there (the pairs' share
+    whose chosen response gold prefers, ties half), and the mean raw and normalised bandit reward.
+    On the `all` rows: `spearman_reward_gold`, the rank correlation between a decision's raw
+    reward and its pairs' gold accuracy, and `spearman_arms`, the rank correlation between the RMs'
+    mean raw reward and their gold pair accuracy (does the reward rank the RMs as gold does?).
+    A batch decision that spans several domains counts once in each.
+    """
+    keys = ["method", "seed", "iteration", "decision_id", "domain"]
+    d = decisions[decisions["n_pairs"] > 0].copy()
+    d["gold_weighted"] = d["gold_agreement"] * d["n_pairs"]
+    per = d.groupby(keys, sort=False).agg(rm=("rm", "first"), reward=("bandit_reward_raw", "first"),
+                                           norm=("bandit_reward_norm", "first"), n_pairs=("n_pairs", "sum"),
+                                           gold=("gold_weighted", "sum")).reset_index()
+    per["gold"] = per["gold"] / per["n_pairs"]
+    per = per[np.isfinite(per["reward"])]
+    rows = []
+    for (method, domain), part in per.groupby(["method", "domain"], sort=False):
+        arms = part.groupby("rm", sort=False).apply(
+            lambda a: pd.Series({"n_decisions": len(a), "n_pairs": a["n_pairs"].sum(),
+                                 "gold_pair_accuracy": np.average(a["gold"], weights=a["n_pairs"]),
+                                 "mean_reward_raw": a["reward"].mean(), "mean_reward_norm": a["norm"].mean()}),
+            include_groups=False).reset_index()
+        for arm in arms.to_dict("records"):
+            rows.append({"method": method, "domain": domain, **arm})
+        both = part[["reward", "gold"]]
+        rows.append({"method": method, "domain": domain, "rm": "all", "n_decisions": len(part),
+                     "n_pairs": part["n_pairs"].sum(),
+                     "gold_pair_accuracy": np.average(part["gold"], weights=part["n_pairs"]),
+                     "mean_reward_raw": part["reward"].mean(), "mean_reward_norm": part["norm"].mean(),
+                     "spearman_reward_gold": _spearman(both["reward"], both["gold"]),
+                     "spearman_arms": _spearman(arms["mean_reward_raw"], arms["gold_pair_accuracy"])})
+    columns = ["method", "domain", "rm", "n_decisions", "n_pairs", "gold_pair_accuracy", "mean_reward_raw",
+               "mean_reward_norm", "spearman_reward_gold", "spearman_arms"]
+    return pd.DataFrame(rows, columns=columns).astype({"n_decisions": int, "n_pairs": int})
+
+
+def _spearman(a, b) -> float:
+    """Spearman's rank correlation, NaN where it is undefined (fewer than 3 points or a constant side)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def reward_validity_figure(table: pd.DataFrame, png, pdf) -> None:
+    """Each RM's mean normalised bandit reward against its gold pair accuracy, per method and domain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    arms = table[(table["rm"] != "all") & table["mean_reward_norm"].notna()]
+    if arms.empty:  # only ensembles and the oracle: nothing is normalised
+        arms = table[table["rm"] != "all"].assign(mean_reward_norm=np.nan)
+    grid = sns.relplot(data=arms, x="gold_pair_accuracy", y="mean_reward_norm", hue="domain", style="rm", col="method",
+                       col_wrap=4, height=2.8, aspect=1.1, s=70, facet_kws={"sharey": True, "sharex": True})
+    grid.set_axis_labels("gold pair accuracy of the RM's pairs", "mean normalised reward")
+    grid.figure.suptitle("Does the loss-based reward rank RMs as gold does? (one point per RM and domain)", y=1.03)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)
 

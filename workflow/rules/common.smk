@@ -125,6 +125,8 @@ def all_targets():
         f"{R}/figures/router_choices.png",
         f"{R}/tables/pair_quality.tsv",
         f"{R}/figures/pair_quality.png",
+        f"{R}/tables/reward_validity.tsv",
+        f"{R}/figures/reward_validity.png",
     ]
     if NEEDS_OFFLINE_ROUTER:
         targets += [f"{R}/tables/offline_router.tsv", f"{R}/tables/routing_sim.tsv", f"{R}/figures/routing_regret.png"]

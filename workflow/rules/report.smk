@@ -41,7 +41,7 @@ rule policy_tables:
 
 rule router_tables:
     input:
-        decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in METHODS for s in SEEDS],
+        decisions=decision_files(),
         benchmarks=[f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m, s, i in RUNS],
     output:
         choices=report(f"{R}/tables/router_choices.tsv", caption="../report/router_choices.rst", category="Routers"),
@@ -73,3 +73,18 @@ rule pair_quality:
         "../../envs/rmroute.yaml"
     script:
         "../scripts/pair_quality.py"
+
+
+rule reward_validity:
+    input:
+        decisions=decision_files(),
+    output:
+        table=report(f"{R}/tables/reward_validity.tsv", caption="../report/reward_validity.rst", category="Routers"),
+        png=report(f"{R}/figures/reward_validity.png", caption="../report/reward_validity.rst", category="Routers"),
+        pdf=f"{R}/figures/reward_validity.pdf",
+    log:
+        f"{R}/logs/reward_validity.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/reward_validity.py"
