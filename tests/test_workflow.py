@@ -55,7 +55,7 @@ def test_tables_follow_the_output_contract(tiny_run):
         "policy_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
         "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds"],
         "router_choices": ["method", "iteration", "domain", "rm", "count", "share"],
-        "reward_validity": ["method", "domain", "rm", "gold_pair_accuracy", "mean_reward_raw", "mean_reward_norm",
+        "reward_validity": ["method", "reward_timing", "domain", "rm", "gold_pair_accuracy", "mean_reward_raw", "mean_reward_norm",
                             "spearman_reward_gold", "spearman_arms"],
         "pair_quality": ["method", "domain", "n_pairs", "right", "tie", "wrong", "chosen_correct"],
         "offline_router": ["split", "router_accuracy"],

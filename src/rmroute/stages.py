@@ -86,6 +86,7 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
         every = int(sft.get("select_every", 50)) if select == "band" else 0
         train_sft(model, tokenizer, records, steps=sft["steps"], batch_size=sft["batch_size"], lr=sft["lr"],
                   warmup_steps=sft.get("warmup_steps", 0), seed=seed, mix=sft["mix"], use_cpu=device == "cpu",
+                  max_length=int(policy.get("max_length", 256)),
                   eval_every=every, eval_fn=evaluate if every else None)
     if select == "band":
         if not rows or rows[-1]["step"] != sft["steps"]:
@@ -330,7 +331,7 @@ def offline_router_table(
 def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, method: dict, pool_rows: list[dict],
                     previous_state: str | None, offline_dir: str | None, batch_order: str, max_length: int, seed: int,
                     it: int, threads: int, device: str, out_policy: str, out_state: str, out_decisions: str,
-                    out_pairs: str) -> None:
+                    out_pairs: str, log_both_timings: bool = False) -> None:
     """One routed DPO iteration with the router in the training loop.
 
     The rollouts are cut into training batches (`batch_order`, the same for every method); for
@@ -338,7 +339,9 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
     pair rule builds pairs, one optimiser step trains on them (TRL's DPOTrainer), and that step's
     per-pair losses reward the router before the next batch is routed. The router, normaliser
     and update count continue from `previous_state` and are written to `out_state`; every
-    decision goes to `out_decisions`, every pair to `out_pairs`.
+    decision goes to `out_decisions`, every pair to `out_pairs`. With `log_both_timings` every
+    batch's losses are also measured under the reward timing the router does not use, for the
+    reward-validity table.
     """
     import copy
     import tempfile
@@ -387,7 +390,8 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
     with tempfile.TemporaryDirectory() as tmp:
         args = routed_dpo_config(tmp, method.recipe, seed=run_seed, max_length=max_length, use_cpu=device == "cpu")
         trainer = RoutedDPOTrainer(model=policy, ref_model=reference, args=args, processing_class=tokenizer, labeler=labeler,
-                                   batches=batches, epochs=method.recipe.epochs, reward_timing=method.recipe.reward_timing)
+                                   batches=batches, epochs=method.recipe.epochs, reward_timing=method.recipe.reward_timing,
+                                   log_both_timings=log_both_timings)
         trainer.train()
     models.save_atomic(policy.eval(), tokenizer, out_policy)
     save_router_state(labeler.state_dict(), out_state)

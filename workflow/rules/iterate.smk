@@ -22,6 +22,7 @@ rule train_iteration:
         pool=rm_pool_records(),
         batch_order=config["budget"]["batch_order"],
         max_length=config["policy"]["max_length"],
+        log_both_timings=config["evaluation"]["log_both_reward_timings"],
         device=config["device"],
     threads: config["threads"]
     resources:

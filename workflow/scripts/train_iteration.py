@@ -23,4 +23,5 @@ train_iteration(
     out_state=snakemake.output.state,
     out_decisions=snakemake.output.decisions,
     out_pairs=snakemake.output.pairs,
+    log_both_timings=snakemake.params.log_both_timings,
 )
