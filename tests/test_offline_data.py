@@ -15,7 +15,12 @@ import torch
 from rmroute.behaviour import behaviour_matrix
 from rmroute.encoders import PairEncoder, load_encoder
 from rmroute.io import write_jsonl, write_table
-from rmroute.simulation import SIMULATION_ROUTERS, regret_figure, routing_simulation
+from rmroute.simulation import (
+    SIMULATION_ROUTERS,
+    regret_figure,
+    routing_simulation,
+    simulation_summary,
+)
 from rmroute.stages import offline_router_table, train_offline_router_stage
 
 needs_minilm = pytest.mark.skipif(
@@ -335,3 +340,17 @@ def test_minilm_reads_as_sentence_transformers_reads_it():
     assert ours.shape == (4, 384)
     np.testing.assert_allclose(ours, reference, atol=2e-5)
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_lambda0_is_chosen_on_the_validation_stream_only():
+    rows = []
+    for stream, best in (("validation", 10.0), ("test", 50.0)):  # the test stream would pick another λ0
+        for lam in (1.0, 10.0, 50.0):
+            for seed in (0, 1):
+                rows.append({"stream": stream, "router": "thompson", "lambda0": lam, "seed": seed,
+                             "labelling_accuracy": 0.9 if lam == best else 0.6})
+        rows.append({"stream": stream, "router": "random", "lambda0": np.nan, "seed": 0, "labelling_accuracy": 0.5})
+    summary = simulation_summary(pd.DataFrame(rows))
+    chosen = summary[summary["chosen_lambda0"]]
+    assert set(chosen["lambda0"]) == {10.0} and set(chosen["stream"]) == {"validation", "test"}
+    assert not summary.loc[summary["router"] == "random", "chosen_lambda0"].any()

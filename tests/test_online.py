@@ -22,9 +22,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 
 from rmroute import models
-from rmroute.dpo import RoutedDPOTrainer, routed_dpo_config
+from rmroute.dpo import RoutedDPOTrainer, prepare_text_pairs, routed_dpo_config
 from rmroute.methods import Method, Recipe, build_router
 from rmroute.online import RoutedLabeler, training_batches
 from rmroute.routers import make_normaliser
@@ -179,6 +180,22 @@ def test_per_pair_losses_average_to_the_loss_trl_optimised(tiny_policy, tmp_path
     for entry in trainer.step_log:
         assert entry["pairs"] > 0
         assert entry["loss_check"] <= 1e-6, entry
+
+
+def test_text_pairs_are_prepared_exactly_as_trl_prepares_them(tiny_policy, tmp_path):
+    trainer, _ = run_loop(tiny_policy, laser(), batches_of(4), tmp_path=tmp_path)
+    tok = trainer.processing_class
+    long_prompt = "Q: " + "is it ready " * 40 + "?\nA:"  # alone fills max_length (64): dropped under keep_start
+    pairs = [{"prompt": "Q: is item 1 ready?\nA:", "chosen": " yes", "rejected": " no"},
+             {"prompt": "Q: is item 2 ready?\nA:", "chosen": " maybe" + tok.eos_token, "rejected": ""},
+             {"prompt": long_prompt, "chosen": " yes", "rejected": " no"},
+             {"prompt": "Q: is item 3 ready?\nA", "chosen": ": yes", "rejected": "never"}]  # tokens merge across the boundary
+    rows = [{**p, "index": i} for i, p in enumerate(pairs)]
+    reference = trainer._prepare_dataset(Dataset.from_list(rows), tok, trainer.args, "reference")
+    ours, kept = prepare_text_pairs(pairs, tok, tok.eos_token, trainer.args.max_length, trainer.args.truncation_mode)
+    assert kept == list(reference["index"]) == [0, 1, 3]
+    for mine, theirs in zip(ours, reference):
+        assert mine == {k: theirs[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
 
 
 def test_after_update_rewards_remeasure_the_pairs_after_the_step(tiny_policy, tmp_path):

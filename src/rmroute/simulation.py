@@ -168,12 +168,17 @@ def routing_simulation(
 
 
 def simulation_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean labelling accuracy ± 95% CI over seeds per stream, router and λ0."""
+    """Mean labelling accuracy ± 95% CI over seeds per stream, router and λ0, and
+    `chosen_lambda0`: the λ0 whose Thompson router (with the offline prior) labels the validation
+    stream best, marked on every Thompson row of that λ0 (never chosen on the test stream)."""
     from rmroute.report import ci95
 
     keys = ["stream", "router", "lambda0"]
-    return (table.groupby(keys, sort=False, dropna=False)["labelling_accuracy"]
-            .agg(mean="mean", ci95=ci95, n_seeds="size").reset_index())
+    summary = (table.groupby(keys, sort=False, dropna=False)["labelling_accuracy"]
+               .agg(mean="mean", ci95=ci95, n_seeds="size").reset_index())
+    chosen = best_lambda0(table) if ((table["stream"] == "validation") & (table["router"] == "thompson")).any() else None
+    summary["chosen_lambda0"] = summary["router"].str.startswith("thompson") & (summary["lambda0"] == chosen)
+    return summary
 
 
 def best_lambda0(table: pd.DataFrame) -> float:
