@@ -353,4 +353,5 @@ def test_lambda0_is_chosen_on_the_validation_stream_only():
     summary = simulation_summary(pd.DataFrame(rows))
     chosen = summary[summary["chosen_lambda0"]]
     assert set(chosen["lambda0"]) == {10.0} and set(chosen["stream"]) == {"validation", "test"}
+    assert set(chosen["router"]) == {"thompson"}
     assert not summary.loc[summary["router"] == "random", "chosen_lambda0"].any()

@@ -177,7 +177,7 @@ def simulation_summary(table: pd.DataFrame) -> pd.DataFrame:
     summary = (table.groupby(keys, sort=False, dropna=False)["labelling_accuracy"]
                .agg(mean="mean", ci95=ci95, n_seeds="size").reset_index())
     chosen = best_lambda0(table) if ((table["stream"] == "validation") & (table["router"] == "thompson")).any() else None
-    summary["chosen_lambda0"] = summary["router"].str.startswith("thompson") & (summary["lambda0"] == chosen)
+    summary["chosen_lambda0"] = (summary["router"] == "thompson") & (summary["lambda0"] == chosen)
     return summary
 
 
