@@ -113,7 +113,12 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
-    """A causal LM (the policy, or a generative RM): a local directory or a hub id (cached, offline)."""
+    """A causal LM (the policy, or a generative RM): a local directory or a hub id (cached, offline).
+    A LoRA adapter checkpoint (`lora.save: adapter`) comes back merged onto its base model."""
+    from rmroute import lora
+
+    if lora.is_adapter(source):
+        return lora.load_policy(source, dtype=dtype, device=device)
     model = AutoModelForCausalLM.from_pretrained(
         str(source), dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
     )
