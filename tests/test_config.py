@@ -207,6 +207,17 @@ CASES = [
     Case("val-fraction-one", ("offline_router.val_fraction",), [put("offline_router.val_fraction", 1.0)]),
     Case("rm-pool-missing", ("rm_pool",), [put("rm_pool", "config/rm_pools.tsv")]),
     Case("rm-pool-is-a-directory", ("rm_pool",), [put("rm_pool", "config")]),
+    # LoRA and the rollout backend
+    Case("lora-rank-zero", ("lora.r",), [put("lora", {"r": 0})]),
+    Case("lora-dropout-one", ("lora.dropout",), [put("lora", {"dropout": 1.0})]),
+    Case("lora-no-targets", ("lora.target_modules",), [put("lora", {"target_modules": []})]),
+    Case("lora-unknown-target", ("lora.target_modules", "qkv"), [put("lora", {"target_modules": ["q_proj", "qkv"]})]),
+    Case("lora-unknown-save", ("lora.save",), [put("lora", {"save": "both"})]),
+    Case("lora-typo", ("lora", "rank"), [put("lora", {"rank": 16})]),
+    Case("rollout-unknown-backend", ("rollout.backend",), [put("rollout", {"backend": "sglang"})]),
+    Case("rollout-vllm-on-cpu", ("rollout.backend", "device"), [put("rollout", {"backend": "vllm"})]),
+    Case("rollout-memory-above-one", ("rollout.gpu_memory_utilization",),
+         [put("rollout", {"backend": "vllm", "gpu_memory_utilization": 1.5})]),
     # the RM sheet
     Case("sheet-missing-column", ("rm_pool", "label_noise"), sheet=[drop_column("label_noise")]),
     Case("sheet-unknown-column", ("rm_pool[rm_arith_mc]", "weight"), sheet=[add_column("weight", "1")]),

@@ -129,16 +129,24 @@ def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int
     return chosen
 
 
-def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str) -> None:
+def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str,
+            backend: dict | None = None) -> None:
     """n samples per prompt from the current policy, their gold scores (analysis only) and the
-    policy's prompt contexts (LASeR: last-token hidden state, or mean input embedding)."""
+    policy's prompt contexts (LASeR: last-token hidden state, or mean input embedding).
+    `backend` is the config's `rollout:` block (rmroute.backends): transformers or vLLM sampling."""
+    from rmroute import backends
+
     models.set_threads(threads)
-    policy = models.load_policy(policy_dir, device=device)
-    tokenizer = models.load_tokenizer(policy_dir)
     records = iteration_prompts(read_jsonl(rollout_path), budget["prompts_per_iteration"], seed, it)
     prompts = [r["prompt"] for r in records]
-    samples = models.generate(policy, tokenizer, prompts, n=budget["samples_per_prompt"], temperature=budget["temperature"],
-                              max_new_tokens=budget["max_new_tokens"], seed=seed * 1000 + it, progress=True)
+    sampling = dict(n=budget["samples_per_prompt"], temperature=budget["temperature"], max_new_tokens=budget["max_new_tokens"],
+                    seed=seed * 1000 + it)
+    if backends.settings(backend)["backend"] == "vllm":  # first, and freed before the HF model below takes GPU memory
+        samples = backends.vllm_generate(policy_dir, prompts, block=backend, **sampling)
+    policy = models.load_policy(policy_dir, device=device)
+    tokenizer = models.load_tokenizer(policy_dir)
+    if backends.settings(backend)["backend"] == "hf":
+        samples = models.generate(policy, tokenizer, prompts, progress=True, **sampling)
     last = models.prompt_embeddings(policy, tokenizer, prompts, "last_hidden")
     mean = models.prompt_embeddings(policy, tokenizer, prompts, "mean_input_embedding")
     out = []
@@ -404,21 +412,30 @@ def bandit_rewards(routing: pd.DataFrame, pairs: list[dict], losses: np.ndarray,
 
 def dpo_iteration(policy_dir: str, reference_dir: str, pairs_path: str, routing_path: str, state_path: str,
                   offline_dir: str | None, method: dict, seed: int, it: int, threads: int, device: str,
-                  out_policy: str, out_state: str, out_decisions: str) -> None:
+                  out_policy: str, out_state: str, out_decisions: str, lora_block: dict | None = None) -> None:
     """DPO on the routed pairs, then the bandit feedback: per-pair training loss -> reward ->
-    normaliser -> router update. Writes the new policy, router state and decision log."""
+    normaliser -> router update. Writes the new policy, router state and decision log.
+    With `lora_block` (the config's `lora:`) only a peft adapter trains (rmroute.lora)."""
     from rmroute.dpo import pair_losses, train_dpo
     from rmroute.routers import load_state, make_normaliser
 
     models.set_threads(threads)
     models.set_seed(seed * 1000 + it)
     tokenizer = models.load_tokenizer(policy_dir)
-    policy = models.load_policy(policy_dir, device=device).train()
-    reference = models.load_policy(reference_dir, device=device)
+    if lora_block:
+        from rmroute import lora
+
+        policy = lora.wrap_policy(policy_dir, lora_block, device=device)
+        reference = lora.dpo_reference(policy_dir, reference_dir, device=device)  # None: TRL's frozen adapter copy
+    else:
+        policy = models.load_policy(policy_dir, device=device).train()
+        reference = models.load_policy(reference_dir, device=device)
     pairs = read_jsonl(pairs_path)
     train_dpo(policy, reference, tokenizer, pairs, method, seed=seed * 1000 + it, use_cpu=device == "cpu")
     policy.eval()
     routing = pd.read_parquet(routing_path)
+    if reference is None:
+        reference = lora.reference_view(policy)
     losses = pair_losses(policy, reference, tokenizer, pairs, method)
     routing["bandit_reward_raw"] = bandit_rewards(routing, pairs, losses, method["reward"], method["batch_prompts"]).to_numpy()
     state = load_state(state_path)
@@ -441,7 +458,10 @@ def dpo_iteration(policy_dir: str, reference_dir: str, pairs_path: str, routing_
         contexts = np.stack(first["context"].map(np.asarray).to_list())
         router.update(contexts, arms, norm)
         routing["bandit_reward_norm"] = routing["decision_id"].map(dict(zip(first["decision_id"], norm)))
-    models.save_atomic(policy, tokenizer, out_policy)
+    if lora_block:
+        lora.save_policy(policy, tokenizer, out_policy, lora.settings(lora_block)["save"])
+    else:
+        models.save_atomic(policy, tokenizer, out_policy)
     save_router_state({"router": router.state_dict() if router is not None else state["router"],
                        "normaliser": normaliser.state_dict()}, out_state)
     write_table(routing.drop(columns=["context"]), out_decisions)

@@ -48,6 +48,7 @@ rule dpo:
         decisions=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/decisions.parquet",
     params:
         method=get_method,
+        lora=config.get("lora"),
         device=config["device"],
     threads: config["threads"]
     resources:

@@ -62,6 +62,7 @@ rule rollout_sft:
         rollouts=f"{R}/rollouts/sft/{{seed}}.jsonl",
     params:
         budget=config["budget"],
+        backend=config.get("rollout"),
         it=1,
         device=config["device"],
     threads: config["threads"]
@@ -87,6 +88,7 @@ rule rollout:
         rollouts=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/rollouts.jsonl",
     params:
         budget=config["budget"],
+        backend=config.get("rollout"),
         it=iteration_number,
         device=config["device"],
     threads: config["threads"]
