@@ -356,3 +356,16 @@ def test_shipped_configs_resolve(name: str):
         assert methods["shared-bayesian"]["pair_rule"] == methods["shared-laser"]["pair_rule"] == "random_routed"
     else:
         assert sheet["trust_remote_code"].tolist() == [False, False, True]  # only where the sheet says so
+
+
+def test_lora_and_rollout_blocks_get_their_defaults(project: Path):
+    """An empty `lora:` block switches LoRA on with the documented defaults; `rollout` defaults to hf."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["lora"], config["rollout"] = {}, {}
+    config, _, _ = load_config(config, project)
+    from rmroute import backends, lora
+
+    assert config["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "save": "adapter"}
+    assert config["rollout"] == {"backend": "hf", "gpu_memory_utilization": 0.85}
+    assert lora.settings({}) == config["lora"] and backends.settings({}) == config["rollout"]  # code and schema agree
+    assert "lora" not in DEFAULT_CONFIG and "rollout" not in DEFAULT_CONFIG  # the testbed default trains every weight
