@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_check.sh            # HF and vLLM (vLLM goes into its own environment)
 #   bash benchmarks/gpu_check.sh --no-vllm  # HF only
 # 1. builds .venv-gpu: the project's pins with the CUDA build of torch 2.13.0 (the default wheel), plus vllm 0.32.0,
-#    which needs transformers < 5.20 (5.19.0 here instead of the project's 5.23.0);
+#    which needs transformers < 5.20 and numpy < 2.4 (5.19.0 and 2.3.5 here instead of the
+#    project's 5.23.0 and 2.4.6; the same set as envs/vllm.yaml);
 # 2. runs the GPU tests (pytest -m gpu: bf16 sampling and scoring, vLLM against HF greedy answers,
 #    a LoRA adapter served through vLLM);
 # 3. runs the .test workflow on the GPU (device cuda, the RMs in bf16), with rollouts from HF
@@ -27,7 +28,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   "$VENV/bin/pip" install --quiet torch==2.13.0
   "$VENV/bin/pip" install --quiet -e '.[workflow,test]'
   if [[ $WITH_VLLM == 1 ]]; then
-    "$VENV/bin/pip" install --quiet vllm==0.32.0 transformers==5.19.0 torch==2.13.0
+    "$VENV/bin/pip" install --quiet vllm==0.32.0 transformers==5.19.0 numpy==2.3.5 torch==2.13.0
   fi
 fi
 PY="$VENV/bin/python"

@@ -70,3 +70,17 @@ def test_every_conda_directive_names_an_environment_file():
     assert named
     for path in named:
         assert (ROOT / "workflow" / "rules" / path).resolve().is_file(), path
+
+
+def test_the_vllm_environment_differs_only_where_vllm_requires():
+    """envs/vllm.yaml (rollouts with rollout.backend: vllm) = the rule environment + vllm, with the
+    transformers and numpy that vLLM 0.32.0 accepts (see benchmarks/gpu_check.sh, which installs the same)."""
+    pins = pip_pins(yaml.safe_load((ROOT / "envs" / "vllm.yaml").read_text()))
+    differ = {"transformers": "==5.19.0", "numpy": "==2.3.5"}
+    for name, spec in requirements(PROJECT["dependencies"]).items():
+        assert pins.get(name) == differ.get(name, spec), f"envs/vllm.yaml: {name}{pins.get(name, ' missing')}"
+    assert pins["vllm"] == "==0.32.0"
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    assert "vllm==0.32.0 transformers==5.19.0 numpy==2.3.5" in script
+    rules = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert '"../../envs/vllm.yaml"' in rules and (ROOT / "envs" / "vllm.yaml").is_file()

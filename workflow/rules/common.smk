@@ -24,6 +24,8 @@ R = config["results_dir"]
 ALL_SPLITS = [*SPLITS, OOD_SPLIT, "facts"]
 PAIR_SPLITS = ["rm_train", "router_offline", "test", OOD_SPLIT]  # splits turned into gold-labelled pairs
 BEHAVIOUR_SPLITS = ["router_offline", "test", OOD_SPLIT]  # splits every RM scores offline
+# vLLM pins its own transformers and numpy, so its rollouts run in an environment of their own.
+ROLLOUT_ENV = "../../envs/vllm.yaml" if config.get("rollout", {}).get("backend") == "vllm" else "../../envs/rmroute.yaml"
 NEEDS_OFFLINE_ROUTER = any(m["router"] in ("thompson", "offline-only") for m in METHODS.values())
 
 

@@ -75,7 +75,7 @@ rule rollout_sft:
     benchmark:
         f"{R}/benchmarks/rules/rollout_sft/{{seed}}.tsv"
     conda:
-        "../../envs/rmroute.yaml"
+        ROLLOUT_ENV
     script:
         "../scripts/rollout.py"
 
@@ -101,6 +101,6 @@ rule rollout:
     benchmark:
         f"{R}/benchmarks/rules/rollout/{{method}}/{{seed}}/it{{it}}.tsv"
     conda:
-        "../../envs/rmroute.yaml"
+        ROLLOUT_ENV
     script:
         "../scripts/rollout.py"
