@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,9 @@ def tiny_run():
     """The whole DAG of the .test config, run locally from nothing, once per test session: the
     workflow tests read its outputs and the SLURM test compares its own run against them."""
     shutil.rmtree(TEST_RESULTS, ignore_errors=True)
+    start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(TEST_CONFIG)],
                             cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    print(f"local run of the .test workflow: {time.monotonic() - start:.0f} s")
     return TEST_RESULTS
