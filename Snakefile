@@ -23,6 +23,18 @@ include: "workflow/rules/iterate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Tables, figures and the decision-log merge take seconds and no model: under a cluster executor
+# they run where Snakemake runs instead of waiting in the scheduler's queue.
+localrules:
+    all,
+    sft_table,
+    rm_accuracy,
+    collect_decisions,
+    policy_tables,
+    router_tables,
+    pair_quality,
+
+
 rule all:
     input:
         all_targets(),

@@ -215,6 +215,17 @@ CASES = [
     Case("val-fraction-one", ("offline_router.val_fraction",), [put("offline_router.val_fraction", 1.0)]),
     Case("rm-pool-missing", ("rm_pool",), [put("rm_pool", "config/rm_pools.tsv")]),
     Case("rm-pool-is-a-directory", ("rm_pool",), [put("rm_pool", "config")]),
+    # LoRA and the rollout backend
+    Case("lora-rank-zero", ("lora.r",), [put("lora", {"r": 0})]),
+    Case("lora-dropout-one", ("lora.dropout",), [put("lora", {"dropout": 1.0})]),
+    Case("lora-no-targets", ("lora.target_modules",), [put("lora", {"target_modules": []})]),
+    Case("lora-unknown-target", ("lora.target_modules", "qkv"), [put("lora", {"target_modules": ["q_proj", "qkv"]})]),
+    Case("lora-unknown-save", ("lora.save",), [put("lora", {"save": "both"})]),
+    Case("lora-typo", ("lora", "rank"), [put("lora", {"rank": 16})]),
+    Case("rollout-unknown-backend", ("rollout.backend",), [put("rollout", {"backend": "sglang"})]),
+    Case("rollout-vllm-on-cpu", ("rollout.backend", "device"), [put("rollout", {"backend": "vllm"})]),
+    Case("rollout-memory-above-one", ("rollout.gpu_memory_utilization",),
+         [put("rollout", {"backend": "vllm", "gpu_memory_utilization": 1.5})]),
     # the RM sheet
     Case("sheet-missing-column", ("rm_pool", "label_noise"), sheet=[drop_column("label_noise")]),
     Case("sheet-unknown-column", ("rm_pool[rm_arith_mc]", "weight"), sheet=[add_column("weight", "1")]),
@@ -356,3 +367,16 @@ def test_shipped_configs_resolve(name: str):
         assert methods["shared-bayesian"].recipe.pair_rule == methods["shared-laser"].recipe.pair_rule == "random_routed"
     else:
         assert sheet["trust_remote_code"].tolist() == [False, False, True]  # only where the sheet says so
+
+
+def test_lora_and_rollout_blocks_get_their_defaults(project: Path):
+    """An empty `lora:` block switches LoRA on with the documented defaults; `rollout` defaults to hf."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["lora"], config["rollout"] = {}, {}
+    config, _, _ = load_config(config, project)
+    from rmroute import backends, lora
+
+    assert config["lora"] == {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "save": "adapter"}
+    assert config["rollout"] == {"backend": "hf", "gpu_memory_utilization": 0.85}
+    assert lora.settings({}) == config["lora"] and backends.settings({}) == config["rollout"]  # code and schema agree
+    assert "lora" not in DEFAULT_CONFIG and "rollout" not in DEFAULT_CONFIG  # the testbed default trains every weight

@@ -1,9 +1,9 @@
 """The workflow as a user runs it: DAG building, lint, and the whole DAG end to end on the tiny
-`.test` config (CI), checking the output contract the README documents."""
+`.test` config (CI; the `tiny_run` fixture in conftest.py), checking the output contract the README
+documents."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
-TEST_RESULTS = ROOT / ".test" / "results"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -34,15 +33,6 @@ def test_test_dag_builds():
 def test_lint_is_clean():
     result = run_snakemake("--lint")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def tiny_run():
-    """The whole DAG of the .test config, from nothing."""
-    shutil.rmtree(TEST_RESULTS, ignore_errors=True)
-    result = run_snakemake("--cores", "2", "--configfile", str(TEST_CONFIG))
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return TEST_RESULTS
 
 
 @pytest.mark.workflow

@@ -18,6 +18,7 @@ from rmroute.testbed import ATTRIBUTES, DOMAINS
 
 __all__ = ["ConfigError", "check_config", "check_rm_sheet", "load_config", "read_rm_sheet"]
 
+LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # policy.source build
 RM_SHEET_COLUMNS = ("rm_id", "source", "loss", "domain_mix", "label_noise", "n_pairs", "chat_template", "max_length",
                     "dtype", "batch_size", "trust_remote_code")
 
@@ -178,3 +179,12 @@ def check_config(config: dict, root: str | os.PathLike) -> None:
             f"testbed.split_sizes.rollout ({config['testbed']['split_sizes']['rollout']}); prompts would repeat")
     if sum(sft["mix"].values()) <= 0:
         raise ConfigError("sft.mix: weights sum to zero; at least one domain needs a positive weight")
+    if "lora" in config and policy["source"] == "build":
+        unknown = [m for m in config["lora"]["target_modules"] if m not in LLAMA_LINEAR_MODULES]
+        if unknown:
+            raise ConfigError(f"lora.target_modules: {unknown} are not layers of the built Llama policy; "
+                              f"choose from {list(LLAMA_LINEAR_MODULES)}")
+    backend = config.get("rollout", {}).get("backend", "hf")
+    if backend == "vllm" and config["device"] == "cpu":
+        raise ConfigError("rollout.backend: 'vllm' samples on a GPU, but device is 'cpu'; use device cuda (or auto), "
+                          "or backend hf")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -28,8 +29,6 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch from one number."""
     import random
-
-    import numpy as np
 
     random.seed(seed)
     np.random.seed(seed)
@@ -114,7 +113,12 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
-    """A causal LM (the policy, or a generative RM): a local directory or a hub id (cached, offline)."""
+    """A causal LM (the policy, or a generative RM): a local directory or a hub id (cached, offline).
+    A LoRA adapter checkpoint (`lora.save: adapter`) comes back merged onto its base model."""
+    from rmroute import lora
+
+    if lora.is_adapter(source):
+        return lora.load_policy(source, dtype=dtype, device=device)
     model = AutoModelForCausalLM.from_pretrained(
         str(source), dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
     )
@@ -150,6 +154,14 @@ def save_atomic(model, tokenizer, out_dir: str | os.PathLike) -> None:
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def length_sorted_batches(lengths: list[int], size: int) -> list[list[int]]:
+    """Row indices in batches of rows of similar length (a stable sort by length), so a batch pads
+    to little more than its own rows; callers put each row's result back at its index. Rows of
+    equal length keep their order, so equal lengths give exactly the unsorted batches."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + size] for i in range(0, len(order), size)]
 
 
 @torch.no_grad()
@@ -220,19 +232,19 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
     the first completion token is still predicted), then completion tokens from the right; only the
     completion tokens kept are scored."""
     device = next(model.parameters()).device
-    summed, mean = [], []
+    summed, mean = [0.0] * len(prompts), [0.0] * len(prompts)
     eos = tokenizer.eos_token
-    for i in range(0, len(prompts), batch_size):
-        ps, cs = prompts[i : i + batch_size], completions[i : i + batch_size]
-        rows = []
-        for p, c in zip(ps, cs):
-            p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
-            f = tokenizer(p + c + eos, add_special_tokens=False)["input_ids"]
-            n_prompt = next((k for k, (a, b) in enumerate(zip(p_ids, f)) if a != b), min(len(p_ids), len(f)))
-            if max_length is not None and len(f) > max_length:
-                cut = min(len(f) - max_length, max(n_prompt - 1, 0))
-                f, n_prompt = f[cut:][:max_length], n_prompt - cut
-            rows.append((f, n_prompt))
+    all_rows = []
+    for p, c in zip(prompts, completions):
+        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        f = tokenizer(p + c + eos, add_special_tokens=False)["input_ids"]
+        n_prompt = next((k for k, (a, b) in enumerate(zip(p_ids, f)) if a != b), min(len(p_ids), len(f)))
+        if max_length is not None and len(f) > max_length:
+            cut = min(len(f) - max_length, max(n_prompt - 1, 0))
+            f, n_prompt = f[cut:][:max_length], n_prompt - cut
+        all_rows.append((f, n_prompt))
+    for index in length_sorted_batches([len(f) for f, _ in all_rows], batch_size):
+        rows = [all_rows[j] for j in index]
         width = max(len(f) for f, _ in rows)
         ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -248,18 +260,22 @@ def completion_logprobs(model, tokenizer, prompts: list[str], completions: list[
         token_logps = torch.gather(F.log_softmax(logits, -1), 2, ids[:, 1:, None]).squeeze(-1)
         cmask = comp[:, 1:].float()
         s = (token_logps * cmask).sum(-1)
-        summed.append(s.cpu())
-        mean.append((s / cmask.sum(-1).clamp(min=1)).cpu())
-    return torch.cat(summed).numpy(), torch.cat(mean).numpy()
+        for j, total, avg in zip(index, s.cpu().tolist(), (s / cmask.sum(-1).clamp(min=1)).cpu().tolist()):
+            summed[j], mean[j] = total, avg
+    return np.asarray(summed, dtype=np.float32), np.asarray(mean, dtype=np.float32)
 
 
 @torch.no_grad()
 def rm_scores(model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64, max_length: int = 256) -> list[float]:
-    """Scalar reward for each (prompt, response); tokens of prompt and response are concatenated."""
+    """Scalar reward for each (prompt, response); tokens of prompt and response are concatenated.
+    Rows are batched by token length and the scores returned in the rows' order."""
     device = next(model.parameters()).device
     texts = [p + r for p, r in zip(prompts, responses)]
-    scores: list[float] = []
-    for batch in _batches(texts, batch_size):
-        enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=max_length, add_special_tokens=False).to(device)
-        scores.extend(model(**enc).logits[:, 0].float().cpu().tolist())
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=False)["input_ids"]]
+    scores: list[float] = [0.0] * len(texts)
+    for index in length_sorted_batches(lengths, batch_size):
+        enc = tokenizer([texts[j] for j in index], return_tensors="pt", padding=True, truncation=True, max_length=max_length,
+                        add_special_tokens=False).to(device)
+        for j, score in zip(index, model(**enc).logits[:, 0].float().cpu().tolist()):
+            scores[j] = score
     return scores

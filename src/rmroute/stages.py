@@ -130,17 +130,24 @@ def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int
     return chosen
 
 
-def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str) -> None:
+def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str,
+            backend: dict | None = None) -> None:
     """n samples per prompt from the current policy, with their gold scores (analysis only).
 
-    `budget` needs prompts_per_iteration, samples_per_prompt, temperature and max_new_tokens."""
+    `budget` needs prompts_per_iteration, samples_per_prompt, temperature and max_new_tokens;
+    `backend` is the config's `rollout:` block (rmroute.backends): transformers or vLLM sampling."""
+    from rmroute import backends
+
     models.set_threads(threads)
-    policy = models.load_policy(policy_dir, device=device)
-    tokenizer = models.load_tokenizer(policy_dir)
     records = iteration_prompts(read_jsonl(rollout_path), budget["prompts_per_iteration"], seed, it)
-    samples = models.generate(policy, tokenizer, [r["prompt"] for r in records], n=budget["samples_per_prompt"],
-                              temperature=budget["temperature"], max_new_tokens=budget["max_new_tokens"],
-                              seed=seed * 1000 + it, progress=True)
+    prompts = [r["prompt"] for r in records]
+    sampling = dict(n=budget["samples_per_prompt"], temperature=budget["temperature"], max_new_tokens=budget["max_new_tokens"],
+                    seed=seed * 1000 + it)
+    if backends.settings(backend)["backend"] == "vllm":
+        samples = backends.vllm_generate(policy_dir, prompts, block=backend, **sampling)
+    else:
+        samples = models.generate(models.load_policy(policy_dir, device=device), models.load_tokenizer(policy_dir), prompts,
+                                  progress=True, **sampling)
     write_jsonl([{**r, "responses": group, "gold": [score_record(r, s) for s in group]} for r, group in zip(records, samples)],
                 out_path)
 
@@ -331,7 +338,7 @@ def offline_router_table(
 def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, method: dict, pool_rows: list[dict],
                     previous_state: str | None, offline_dir: str | None, batch_order: str, max_length: int, seed: int,
                     it: int, threads: int, device: str, out_policy: str, out_state: str, out_decisions: str,
-                    out_pairs: str, log_both_timings: bool = False) -> None:
+                    out_pairs: str, log_both_timings: bool = False, lora_block: dict | None = None) -> None:
     """One routed DPO iteration with the router in the training loop.
 
     The rollouts are cut into training batches (`batch_order`, the same for every method); for
@@ -341,7 +348,9 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
     and update count continue from `previous_state` and are written to `out_state`; every
     decision goes to `out_decisions`, every pair to `out_pairs`. With `log_both_timings` every
     batch's losses are also measured under the reward timing the router does not use, for the
-    reward-validity table.
+    reward-validity table. With `lora_block` (the config's `lora:`) only a peft adapter trains
+    (rmroute.lora): a reference equal to the entering policy is then TRL's frozen copy of the
+    entering adapter, and the policy is saved as an adapter or merged.
     """
     import copy
     import tempfile
@@ -357,10 +366,16 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
     models.set_threads(threads)
     models.set_seed(run_seed)
     tokenizer = models.load_tokenizer(policy_dir)
-    policy = models.load_policy(policy_dir, device=device).train()
-    # The reference is an explicit model: TRL would otherwise reload it from the policy's path.
-    same = Path(reference_dir).resolve() == Path(policy_dir).resolve()
-    reference = copy.deepcopy(policy).eval() if same else models.load_policy(reference_dir, device=device)
+    if lora_block:
+        from rmroute import lora
+
+        policy = lora.wrap_policy(policy_dir, lora_block, device=device)
+        reference = lora.dpo_reference(policy_dir, reference_dir, device=device)  # None: TRL's frozen adapter copy
+    else:
+        policy = models.load_policy(policy_dir, device=device).train()
+        # The reference is an explicit model: TRL would otherwise reload it from the policy's path.
+        same = Path(reference_dir).resolve() == Path(policy_dir).resolve()
+        reference = copy.deepcopy(policy).eval() if same else models.load_policy(reference_dir, device=device)
     groups = read_jsonl(rollouts_path)
     batches = [[groups[i] for i in batch] for batch in training_batches(groups, method.batch_prompts, batch_order, f"{seed}-{it}")]
     pool = load_pool(pool_rows, device)
@@ -393,7 +408,10 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
                                    batches=batches, epochs=method.recipe.epochs, reward_timing=method.recipe.reward_timing,
                                    log_both_timings=log_both_timings)
         trainer.train()
-    models.save_atomic(policy.eval(), tokenizer, out_policy)
+    if lora_block:
+        lora.save_policy(policy.eval(), tokenizer, out_policy, lora.settings(lora_block)["save"])
+    else:
+        models.save_atomic(policy.eval(), tokenizer, out_policy)
     save_router_state(labeler.state_dict(), out_state)
     write_jsonl([pair for b in range(len(batches)) for pair in trainer.labelled.get(b, [])], out_pairs)
     frame = pd.DataFrame(labeler.rows)

@@ -27,6 +27,8 @@ BEHAVIOUR_SPLITS = ["router_offline", "test", OOD_SPLIT]  # splits every RM scor
 NEEDS_OFFLINE_ROUTER = any(m.needs_offline_router for m in METHODS.values())
 # The budget keys a rollout uses: changing another budget key re-runs no rollout.
 ROLLOUT_BUDGET = {k: config["budget"][k] for k in ("prompts_per_iteration", "samples_per_prompt", "temperature", "max_new_tokens")}
+# vLLM pins its own transformers and numpy, so its rollouts run in an environment of their own.
+ROLLOUT_ENV = "../../envs/vllm.yaml" if config.get("rollout", {}).get("backend") == "vllm" else "../../envs/rmroute.yaml"
 
 
 wildcard_constraints:

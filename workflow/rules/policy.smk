@@ -62,6 +62,7 @@ rule rollout_sft:
         rollouts=f"{R}/rollouts/sft/{{seed}}.jsonl",
     params:
         budget=ROLLOUT_BUDGET,
+        backend=config.get("rollout"),
         it=1,
         device=config["device"],
     threads: config["threads"]
@@ -74,7 +75,7 @@ rule rollout_sft:
     benchmark:
         f"{R}/benchmarks/rules/rollout_sft/{{seed}}.tsv"
     conda:
-        "../../envs/rmroute.yaml"
+        ROLLOUT_ENV
     script:
         "../scripts/rollout.py"
 
@@ -87,6 +88,7 @@ rule rollout:
         rollouts=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/rollouts.jsonl",
     params:
         budget=ROLLOUT_BUDGET,
+        backend=config.get("rollout"),
         it=iteration_number,
         device=config["device"],
     threads: config["threads"]
@@ -99,6 +101,6 @@ rule rollout:
     benchmark:
         f"{R}/benchmarks/rules/rollout/{{method}}/{{seed}}/it{{it}}.tsv"
     conda:
-        "../../envs/rmroute.yaml"
+        ROLLOUT_ENV
     script:
         "../scripts/rollout.py"

@@ -24,4 +24,5 @@ train_iteration(
     out_decisions=snakemake.output.decisions,
     out_pairs=snakemake.output.pairs,
     log_both_timings=snakemake.params.log_both_timings,
+    lora_block=snakemake.params.lora,
 )
