@@ -25,7 +25,7 @@ import pandas as pd
 
 from rmroute.routers import make_router
 
-RULE_STAGES = ("rollout", "train_iteration", "evaluate")
+RULE_STAGES = ("rollout", "train_iteration", "evaluate")  # evaluate: one job per run, shared by its iterations
 # Used when no run of the default config has per-iteration benchmark files: the median summed
 # job seconds of the three iteration rules per (method, seed, iteration) of a default run on a
 # 2-core CPU VM (torch 2.13, one thread per job), interpreter start and imports included.
@@ -48,7 +48,8 @@ def iteration_seconds(results: Path, method: str) -> tuple[float, str]:
     `method`, else the mean over every method that has them, else the fallback constant.
 
     Iteration 1 samples from the SFT policy in one `rollout_sft/<seed>` job that every method
-    shares; it stands in for that iteration's rollout.
+    shares; it stands in for that iteration's rollout. One `evaluate/<method>/<seed>` job
+    evaluates all of a run's iterations; each iteration is charged an equal share of it.
     """
     rules = results / "benchmarks" / "rules"
 
@@ -62,6 +63,11 @@ def iteration_seconds(results: Path, method: str) -> tuple[float, str]:
             key = (path.parts[-3], path.parts[-2], path.stem)
             totals[key] = totals.get(key, 0.0) + seconds(path)
             counts[key] = counts.get(key, 0) + 1
+    for path in (rules / "evaluate").glob("*/*.tsv"):  # one job per run
+        mine = [key for key in totals if key[:2] == (path.parts[-2], path.stem)]
+        for key in mine:
+            totals[key] += seconds(path) / len(mine)
+            counts[key] += 1
     for key in list(totals):
         shared = rules / "rollout_sft" / f"{key[1]}.tsv"
         if key[2] == "it1" and shared.exists() and not (rules / "rollout" / key[0] / key[1] / "it1.tsv").exists():

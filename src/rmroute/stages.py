@@ -103,19 +103,31 @@ def train_sft_policy(sft_path: str, policy: dict, sft: dict, seed: int, threads:
 def evaluate_policy(policy_dir: str, test_path: str, max_new_tokens: int, threads: int, device: str,
                     out_tsv: str, sft_outputs: str | None = None, out_outputs: str | None = None) -> pd.DataFrame:
     """Greedy test accuracy per domain (+ win rate vs SFT when SFT outputs are given)."""
+    return evaluate_policies([policy_dir], test_path, max_new_tokens, threads, device, [out_tsv], sft_outputs=sft_outputs,
+                             out_outputs=[out_outputs] if out_outputs else None)[0]
+
+
+def evaluate_policies(policy_dirs: list[str], test_path: str, max_new_tokens: int, threads: int, device: str,
+                      out_tsvs: list[str], sft_outputs: str | None = None,
+                      out_outputs: list[str] | None = None) -> list[pd.DataFrame]:
+    """`evaluate_policy` for several policies in one process (one run's iterations): the test
+    split, the SFT outputs and the libraries are loaded once instead of once per policy."""
     from rmroute.evaluate import evaluation_table, greedy_outputs
 
+    if len(policy_dirs) != len(out_tsvs):
+        raise ValueError(f"{len(policy_dirs)} policies but {len(out_tsvs)} output tables")
     models.set_threads(threads)
-    policy = models.load_policy(policy_dir, device=device)
-    tokenizer = models.load_tokenizer(policy_dir)
     records = read_jsonl(test_path)
-    outputs = greedy_outputs(policy, tokenizer, records, max_new_tokens)
     base = [r["output"] for r in read_jsonl(sft_outputs)] if sft_outputs else None
-    table = evaluation_table(records, outputs, base)
-    write_table(table, out_tsv)
-    if out_outputs:
-        write_jsonl([{"id": r["id"], "output": o} for r, o in zip(records, outputs)], out_outputs)
-    return table
+    tables = []
+    for i, (policy_dir, out_tsv) in enumerate(zip(policy_dirs, out_tsvs)):
+        outputs = greedy_outputs(models.load_policy(policy_dir, device=device), models.load_tokenizer(policy_dir), records,
+                                 max_new_tokens)
+        tables.append(evaluation_table(records, outputs, base))
+        write_table(tables[-1], out_tsv)
+        if out_outputs:
+            write_jsonl([{"id": r["id"], "output": o} for r, o in zip(records, outputs)], out_outputs[i])
+    return tables
 
 
 def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int, it: int) -> list[dict]:

@@ -73,6 +73,10 @@ def get_decision_logs(wildcards):
     return [f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{i}/decisions.parquet" for i in ITERATIONS]
 
 
+def get_run_policies(wildcards):
+    return [f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{i}/policy" for i in ITERATIONS]
+
+
 def get_previous_policy(wildcards):
     it = int(wildcards.it)
     return f"{R}/models/sft" if it == 1 else f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{it - 1}/policy"

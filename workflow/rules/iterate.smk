@@ -1,5 +1,5 @@
 # One routed DPO iteration per (method, seed, it): train_iteration (router in the training loop:
-# route -> score -> pairs -> one DPO step -> bandit update, batch by batch) -> evaluate. The router
+# route -> score -> pairs -> one DPO step -> bandit update, batch by batch); evaluate per run. The router
 # state written by iteration it is an input of iteration it + 1.
 
 
@@ -41,12 +41,14 @@ rule train_iteration:
 
 
 rule evaluate:
+    # One job per run evaluates all its iterations: an evaluation is mostly process and library
+    # start-up, which one job per iteration would pay again for every policy.
     input:
-        policy=rules.train_iteration.output.policy,
+        policies=get_run_policies,
         test=f"{R}/data/test.jsonl",
         sft_outputs=rules.evaluate_sft.output.outputs,
     output:
-        table=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/eval.tsv",
+        tables=[f"{R}/runs/{{method}}/{{seed}}/it{i}/eval.tsv" for i in ITERATIONS],
     params:
         max_new_tokens=config["evaluation"]["max_new_tokens"],
         device=config["device"],
@@ -55,9 +57,9 @@ rule evaluate:
         gpu=config["resources"]["gpu_rollout"],
         mem_mb=config["resources"]["mem_mb"],
     log:
-        f"{R}/logs/evaluate/{{method}}/{{seed}}/it{{it}}.log",
+        f"{R}/logs/evaluate/{{method}}/{{seed}}.log",
     benchmark:
-        f"{R}/benchmarks/rules/evaluate/{{method}}/{{seed}}/it{{it}}.tsv"
+        f"{R}/benchmarks/rules/evaluate/{{method}}/{{seed}}.tsv"
     conda:
         "../../envs/rmroute.yaml"
     script:

@@ -32,10 +32,10 @@ rule sft_policy:
 
 rule evaluate_sft:
     input:
-        policy=rules.sft_policy.output.policy,
+        policies=rules.sft_policy.output.policy,
         test=f"{R}/data/test.jsonl",
     output:
-        table=f"{R}/eval/sft.tsv",
+        tables=f"{R}/eval/sft.tsv",
         outputs=f"{R}/eval/sft_outputs.jsonl",
     params:
         max_new_tokens=config["evaluation"]["max_new_tokens"],

@@ -3,7 +3,7 @@
 
 rule sft_table:
     input:
-        table=rules.evaluate_sft.output.table,
+        table=rules.evaluate_sft.output.tables,
     output:
         table=report(f"{R}/tables/sft_accuracy.tsv", caption="../report/sft_accuracy.rst", category="Policy"),
     log:
@@ -16,7 +16,7 @@ rule sft_table:
 
 rule policy_tables:
     input:
-        sft=rules.evaluate_sft.output.table,
+        sft=rules.evaluate_sft.output.tables,
         evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m, s, i in RUNS],
     output:
         accuracy=f"{R}/tables/policy_accuracy.tsv",

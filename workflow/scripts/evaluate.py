@@ -1,10 +1,18 @@
-"""Greedy evaluation on the test split (rules evaluate_sft and evaluate)."""
+"""Greedy evaluation on the test split (rules evaluate_sft, and evaluate: every iteration of one run)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
-from rmroute.stages import evaluate_policy  # noqa: E402
+from rmroute.stages import evaluate_policies  # noqa: E402
 
-evaluate_policy(snakemake.input.policy, snakemake.input.test, snakemake.params.max_new_tokens, snakemake.threads,
-                snakemake.params.device, snakemake.output.table,
-                sft_outputs=snakemake.input.get("sft_outputs"), out_outputs=snakemake.output.get("outputs"))
+outputs = snakemake.output.get("outputs")
+evaluate_policies(
+    policy_dirs=list(snakemake.input.policies),
+    test_path=snakemake.input.test,
+    max_new_tokens=snakemake.params.max_new_tokens,
+    threads=snakemake.threads,
+    device=snakemake.params.device,
+    out_tsvs=list(snakemake.output.tables),
+    sft_outputs=snakemake.input.get("sft_outputs"),
+    out_outputs=[outputs] if outputs else None,
+)
