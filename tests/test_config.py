@@ -91,6 +91,16 @@ def add_column(column: str, value: str) -> SheetEdit:
     return edit
 
 
+def init(rm_id: str, value: str) -> SheetEdit:
+    """Set a row's `init`, adding the optional column (as `sft`) where the sheet lacks it."""
+    def edit(columns: list[str], rows: list[dict]) -> None:
+        if "init" not in columns:
+            add_column("init", "sft")(columns, rows)
+        cell(rm_id, "init", value)(columns, rows)
+
+    return edit
+
+
 def no_rows(columns: list[str], rows: list[dict]) -> None:
     rows.clear()
 
@@ -237,6 +247,36 @@ CASES = [
     Case("sheet-zero-n-pairs", ("rm_pool[rm_general].n_pairs",), sheet=[cell("rm_general", "n_pairs", "0")]),
     Case("sheet-max-length-a-word", ("rm_pool[rm_general].max_length",), sheet=[cell("rm_general", "max_length", "long")]),
     Case("sheet-batch-size-blank", ("rm_pool[rm_general].batch_size",), sheet=[cell("rm_general", "batch_size", "")]),
+    # the sheet's optional init column
+    Case("sheet-init-unknown-rm", ("rm_pool[rm_general].init", "rm_none"), sheet=[init("rm_general", "rm_none")]),
+    Case("sheet-init-itself", ("rm_pool[rm_general].init", "itself"), sheet=[init("rm_general", "rm_general")]),
+    Case("sheet-init-cycle", ("rm_pool[rm_general].init", "cycle"),
+         sheet=[init("rm_general", "rm_noisy"), init("rm_noisy", "rm_general")]),
+    Case("sheet-init-generative-from-classifier", ("rm_pool[rm_arith_mc].init", "rm_general"),
+         sheet=[init("rm_arith_mc", "rm_general")]),
+    Case("sheet-init-a-path", ("rm_pool[rm_general].init",), sheet=[init("rm_general", "../models/x")]),
+    Case("sheet-init-on-a-hub-row", ("rm_pool[rm_general].init", "train"),
+         sheet=[cell("rm_general", "source", "org/some-rm"), init("rm_general", "rm_arith_mc")]),
+    Case("sheet-init-from-a-hub-row", ("rm_pool[rm_noisy].init", "org/some-rm"),
+         sheet=[cell("rm_general", "source", "org/some-rm"), init("rm_noisy", "rm_general")]),
+    # the BSR evaluation and R2M blocks
+    Case("bsr-eval-without-rm", ("bsr_eval", "rm"), [put("bsr_eval", {"seeds": [0, 1, 2]})]),
+    Case("bsr-eval-unknown-rm", ("bsr_eval.rm", "rm_none"), [put("bsr_eval", {"rm": "rm_none"})]),
+    Case("bsr-eval-generative-rm", ("bsr_eval.rm", "rm_arith_mc"), [put("bsr_eval", {"rm": "rm_arith_mc"})]),
+    Case("bsr-eval-seeds-repeated", ("bsr_eval.seeds",), [put("bsr_eval", {"rm": "rm_general", "seeds": [0, 0, 1]})]),
+    Case("bsr-eval-one-sample", ("bsr_eval.samples_per_prompt",),
+         [put("bsr_eval", {"rm": "rm_general", "samples_per_prompt": 1})]),
+    Case("bsr-eval-response-policy-not-earlier", ("bsr_eval.response_policy_steps", "sft.steps"),
+         [put("bsr_eval", {"rm": "rm_general", "response_policy_steps": 1200})]),
+    Case("r2m-without-method", ("r2m", "method"), [put("r2m", {"attn_dim": 8})]),
+    Case("r2m-unknown-method", ("r2m.method", "rm-none"), [put("r2m", {"method": "rm-none"})]),
+    Case("r2m-method-not-single", ("r2m.method", "linucb"), [put("r2m", {"method": "laser"})]),
+    Case("r2m-generative-base", ("r2m.method", "rm_arith_mc"), [put("r2m", {"method": "rm-arith-mc"})]),
+    Case("r2m-one-iteration", ("r2m.method", "budget.iterations"),
+         [put("methods.rm-general", {"router": "single", "rm": "rm_general"}), put("budget.iterations", 1),
+          put("r2m", {"method": "rm-general"})]),
+    Case("r2m-omega-floor-above-one", ("r2m.omega_floor",), [put("r2m", {"method": "rm-arith-mc", "omega_floor": 1.5})]),
+    Case("r2m-unknown-key", ("r2m", "feedback"), [put("r2m", {"method": "rm-arith-mc", "feedback": "noise"})]),
 ]
 
 
@@ -303,6 +343,23 @@ def test_hub_and_local_sources(project: Path):
     ])
     _, sheet, _ = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
     assert sheet.set_index("rm_id").loc["rm_noisy", "source"] == "models/my_rm"
+
+
+def test_init_column_is_optional_and_may_name_a_trained_rm(project: Path):
+    """Without the column every RM starts from the SFT policy; with it a classifier may start from a
+    generative specialist, and a generative RM from another one."""
+    def without_init(columns: list[str], rows: list[dict]) -> None:
+        if "init" in columns:
+            drop_column("init")(columns, rows)
+
+    write_sheet(project / "config" / "rm_pool.tsv", [without_init])
+    _, sheet, _ = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+    assert set(sheet["init"]) == {"sft"}
+    write_sheet(project / "config" / "rm_pool.tsv", [init("rm_general", "rm_arith_mc"), init("rm_noisy", "rm_general"),
+                                                    init("rm_yesno_ins", "rm_arith_mc")])
+    _, sheet, _ = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+    assert sheet.set_index("rm_id")["init"].to_dict() == {
+        "rm_arith_mc": "sft", "rm_yesno_ins": "rm_arith_mc", "rm_general": "rm_arith_mc", "rm_noisy": "rm_general"}
 
 
 @pytest.mark.workflow
