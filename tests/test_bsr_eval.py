@@ -150,7 +150,7 @@ def test_r2m_probe_trains_the_variants_and_measures_them_beside_the_base_rm(tiny
                                                     num_attention_heads=2, intermediate_size=64, num_labels=1,
                                                     pad_token_id=tok.pad_token_id))
     models.save_atomic(rm, tok, tmp_path / "base")
-    states = {v: str(tmp_path / f"{v}.safetensors") for v in stages.R2M_VARIANTS}
+    states = {v: str(tmp_path / f"{v}.safetensors") for v in stages.R2M_TRAINED}
     settings = {"method": "rm-a", "attn_dim": 8, "epochs": 2, "batch_groups": 4, "lr": 1e-2}
     stages.r2m_probe(str(tmp_path / "it1.jsonl"), str(root / "sft"), str(tmp_path / "base"), str(tmp_path / "it2.jsonl"),
                      settings, 0, 1, "cpu", str(tmp_path / "r2m.parquet"), states)

@@ -230,6 +230,15 @@ def test_noise_control_replaces_the_policy_states_by_noise_of_their_scale(tiny):
     assert torch.equal(policy._feedback(h, mask), h)
 
 
+def test_off_control_is_the_plain_base_rm(tiny):
+    root, tok, groups = tiny
+    flat_p, flat_r, states, grouped = _group_hidden(root, tok, groups)
+    off = R2M.from_base(root / "rm", policy_dim=24, config=R2MConfig(attn_dim=8, feedback="off"))
+    base = models.rm_scores(off.base, tok, flat_p, [r + tok.eos_token for r in flat_r])
+    assert np.allclose(off.score(flat_p, flat_r, states), base, atol=1e-5)
+    assert off.update(groups["prompts"], groups["responses"], _own_scores(off, flat_p, flat_r, states, 4), grouped) == []
+
+
 def test_state_file_round_trip_and_hidden_state_file(tiny, tmp_path):
     root, tok, groups = tiny
     flat_p, flat_r, states, grouped = _group_hidden(root, tok, groups)

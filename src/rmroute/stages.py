@@ -193,7 +193,9 @@ def fit_rm(init_dir: str, tokenizer, pairs: list[dict], loss: str, rm_training: 
     return train_reward_model(init_dir, tokenizer, pairs, loss=loss, steps=rm_training["steps"],
                               batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
                               bsr_coef=rm_training.get("bsr_coef", 1e-3),
-                              bsr_batch_scale=rm_training.get("bsr_batch_scale", False), use_cpu=device == "cpu")
+                              bsr_batch_scale=rm_training.get("bsr_batch_scale", False),
+                              new_layers=rm_training.get("new_layers", 0), freeze_init=rm_training.get("freeze_init", False),
+                              use_cpu=device == "cpu")
 
 
 def load_pool(pool_rows: list[dict], device: str):
@@ -293,7 +295,8 @@ def bsr_tables(tables: list[str], norms: list[str], out_table: str, out_summary:
 
 # ---------------------------------------------------------------- R2M (one iteration, beside its controls)
 
-R2M_VARIANTS = {"r2m": "policy", "r2m-noise": "noise", "r2m-untrained": "untrained"}  # variant -> feedback
+R2M_VARIANTS = {"r2m": "policy", "r2m-noise": "noise", "r2m-untrained": "untrained", "base": "off"}  # variant -> feedback
+R2M_TRAINED = [v for v, feedback in R2M_VARIANTS.items() if feedback != "off"]  # the variants with a state file
 
 
 def gold_pair_accuracy(groups: list[dict], scores: list[list[float]]) -> tuple[float, int]:
@@ -324,8 +327,8 @@ def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollo
     rollouts (`train`) and on the fresh ones (`fresh`), per domain and over all (`all`)."""
     from rmroute.rewards.r2m import R2M, R2MConfig, policy_hidden_states
 
-    if set(out_states) != set(R2M_VARIANTS):
-        raise ValueError(f"out_states must name a state file for each of {list(R2M_VARIANTS)}, got {sorted(out_states)}")
+    if set(out_states) != set(R2M_TRAINED):
+        raise ValueError(f"out_states must name a state file for each of {R2M_TRAINED}, got {sorted(out_states)}")
     models.set_threads(threads)
     policy = models.load_policy(policy_dir, device=device)
     tokenizer = models.load_tokenizer(policy_dir)
@@ -348,11 +351,11 @@ def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollo
         model.total_steps = model.steps_per_update(len(splits["train"]))
         if states is None:
             states = {name: model.rm_states(*rows) for name, rows in flat.items()}
-            scores["base"] = {name: by_group(model.base_scores(s).tolist(), size) for name, s in states.items()}
         own = by_group(model.score_states(states["train"], hidden["train"]).tolist(), size)
         model.update([g["prompt"] for g in splits["train"]], [g["responses"] for g in splits["train"]], own,
                      by_group(hidden["train"], size))
-        model.save(out_states[variant])
+        if variant in out_states:
+            model.save(out_states[variant])
         scores[variant] = {name: by_group(model.score_states(states[name], hidden[name]).tolist(), size) for name in splits}
     rows = []
     for variant, per_split in scores.items():

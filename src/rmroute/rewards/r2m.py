@@ -9,8 +9,9 @@ on the RM's own best vs worst response per group, with 0.7·BT + 0.3·GRE (the e
 softmax of the group's standardised rewards). Scoring uses ω(T) = Ω.
 
 No public code exists; this follows the paper's description (METHODS.md §4). The controls are
-`feedback="noise"` (h replaced by Gaussian noise of the same per-dimension mean and scale) and
-`feedback="untrained"` (the attention block keeps its initial weights; only φ trains).
+`feedback="noise"` (h replaced by Gaussian noise of the same per-dimension mean and scale),
+`feedback="untrained"` (the attention block keeps its initial weights; only φ trains) and
+`feedback="off"` (the plain base RM: its own head on H_last, and `update` trains nothing).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FEEDBACKS = ("policy", "noise", "untrained")
+FEEDBACKS = ("policy", "noise", "untrained", "off")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class R2MConfig:
     lr: float = 1e-3  # AdamW learning rate of the attention block and φ
     epochs: int = 4  # passes over one iteration's groups per update
     batch_groups: int = 32  # groups per optimiser step
-    feedback: str = "policy"  # policy = R2M; noise / untrained = the controls
+    feedback: str = "policy"  # policy = R2M; noise / untrained / off = the controls (off = the plain base RM)
     seed: int = 0  # attention initialisation, batch order and the noise control's draws
 
     def __post_init__(self):
@@ -311,6 +312,9 @@ class R2M(nn.Module):
 
     @torch.no_grad()
     def score_states(self, h_last: torch.Tensor, policy_hidden: list[torch.Tensor]) -> np.ndarray:
+        """`score` from precomputed base states H_last (see `rm_states`)."""
+        if self.config.feedback == "off":
+            return self.base_scores(h_last)
         out = []
         for i in range(0, len(policy_hidden), self.batch_size):
             h, mask = _pad_states(policy_hidden[i:i + self.batch_size])
@@ -330,7 +334,10 @@ class R2M(nn.Module):
         `prompts[g]` has the responses `responses[g]`, the scores this R2M gave them when it
         labelled the iteration (`own_scores[g]`: they choose the best vs worst pair) and the
         policy's hidden states of each prompt + response (`policy_hidden[g]`). Each optimiser
-        step uses ω(t) and advances t; the base RM stays frozen. Returns one log row per step."""
+        step uses ω(t) and advances t; the base RM stays frozen. Returns one log row per step
+        (none for the `off` control, which has nothing to train)."""
+        if self.config.feedback == "off":
+            return []
         n = {len(r) for r in responses}
         if len(n) != 1 or min(n) < 2:
             raise ValueError(f"update: every group needs the same number (≥ 2) of responses, got sizes {sorted(n)}")
