@@ -50,6 +50,8 @@ def test_effective_rank_and_norm_statistics():
     rng = np.random.default_rng(0)
     hidden = rng.normal(size=(50, 8)) * rng.uniform(0.5, 3.0, size=(50, 1))
     out = norm_statistics(hidden)
+    assert set(norm_statistics(hidden, "residual_norm")) == {"residual_norm_mean", "residual_norm_std", "residual_norm_cv",
+                                                            "residual_norm_skew"}
     norms = np.linalg.norm(hidden, axis=1)
     assert out["norm_mean"] == pytest.approx(norms.mean())
     assert out["norm_std"] == pytest.approx(norms.std())
@@ -117,7 +119,8 @@ def test_bsr_stages_write_the_tidy_table_and_the_figure(tiny, tmp_path):
     table = pd.read_csv(tmp_path / "tables" / "bsr.tsv", sep="\t")
     assert list(table.columns) == ["loss", "seed", "split", "metric", "value"]
     assert set(table["loss"]) == {"bt", "bsr"} and set(table["seed"]) == {0, 1}
-    assert {"kendall_tau", "pair_accuracy", "norm_std", "norm_skew", "effective_rank", "effective_rank_shift"} <= set(table["metric"])
+    assert {"kendall_tau", "pair_accuracy", "norm_std", "norm_skew", "effective_rank", "effective_rank_shift",
+            "residual_norm_cv"} <= set(table["metric"])
     assert set(table.loc[table["metric"] == "kendall_tau", "split"]) <= {"in_domain", "prompt_ood", "response_ood", "mutual_ood"}
     assert table.loc[table["metric"] == "kendall_tau", "value"].dropna().between(-1, 1).all()
     assert (tmp_path / "tables" / "bsr.md").exists() and (tmp_path / "bsr.png").stat().st_size > 0
@@ -133,9 +136,10 @@ def test_last_hidden_states_are_what_the_score_head_reads(tiny):
                                                     pad_token_id=tok.pad_token_id)).eval()
     prompts = [r["prompt"] for r in splits["test"][:5]]
     responses = [" 3", " blue green red", " no", " 12", " yes"]
-    rewards, states = last_hidden_states(rm, tok, prompts, responses)
-    assert states.shape == (5, 32)
+    rewards, states, residual = last_hidden_states(rm, tok, prompts, responses)
+    assert states.shape == residual.shape == (5, 32)
     assert np.allclose(rewards, models.rm_scores(rm, tok, prompts, [r + tok.eos_token for r in responses]), atol=1e-5)
+    assert np.allclose(rm.model.norm(torch.from_numpy(residual)).detach().numpy(), states, atol=1e-5)  # the norm's input
 
 
 def test_r2m_probe_trains_the_variants_and_measures_them_beside_the_base_rm(tiny, tmp_path):

@@ -58,13 +58,17 @@ def test_tables_follow_the_output_contract(tiny_run):
         "pair_quality": ["method", "domain", "n_pairs", "right", "tie", "wrong", "chosen_correct"],
         "offline_router": ["split", "router_accuracy"],
         "routing_sim": ["router", "seed", "labelling_accuracy", "regret"],
+        "bsr": ["loss", "seed", "split", "metric", "value"],
+        "bsr_summary": ["loss", "split", "metric", "mean", "ci95", "n_seeds", "paper"],
+        "r2m": ["variant", "seed", "split", "domain", "metric", "value"],
+        "r2m_summary": ["variant", "split", "domain", "mean", "ci95", "n_seeds", "paper_pct"],
     }
     for name, columns in expected.items():
         table = pd.read_csv(tables / f"{name}.tsv", sep="\t")
         assert set(columns) <= set(table.columns), (name, list(table.columns))
         assert len(table) > 0, name
         assert (tables / f"{name}.md").exists(), name
-    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret", "pair_quality"):
+    for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret", "pair_quality", "bsr_norms"):
         assert (tiny_run / "figures" / f"{name}.png").stat().st_size > 0
         assert (tiny_run / "figures" / f"{name}.pdf").stat().st_size > 0
 
@@ -94,6 +98,22 @@ def test_decisions_log_every_routed_choice(tiny_run):
     assert (ensemble_calls == 3 * single_calls).all()  # the 3-RM ensemble pays for every RM
     laser = pd.read_parquet(tiny_run / "decisions" / "laser" / "0.parquet")
     assert laser["bandit_reward_norm"].dropna().between(0, 1).all()
+
+
+@pytest.mark.workflow
+def test_bsr_and_r2m_tables_cover_every_seed_and_variant(tiny_run):
+    import yaml
+
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    bsr = pd.read_csv(tiny_run / "tables" / "bsr.tsv", sep="\t")
+    assert set(bsr["loss"]) == {"bt", "bsr"} and set(bsr["seed"]) == set(config["bsr_eval"]["seeds"])
+    assert {"train", "in_domain", "prompt_ood", "response_ood", "mutual_ood"} <= set(bsr["split"])
+    r2m = pd.read_csv(tiny_run / "tables" / "r2m.tsv", sep="\t")
+    assert set(r2m["variant"]) == {"r2m", "r2m-noise", "r2m-untrained", "base"}
+    assert set(r2m["seed"]) == set(config["seeds"])
+    for seed in config["seeds"]:
+        for variant in ("r2m", "r2m-noise", "r2m-untrained"):
+            assert (tiny_run / "r2m" / str(seed) / f"{variant}.safetensors").stat().st_size > 0
 
 
 @pytest.mark.workflow

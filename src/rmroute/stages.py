@@ -314,15 +314,18 @@ def gold_pair_accuracy(groups: list[dict], scores: list[list[float]]) -> tuple[f
 
 
 def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollouts_path: str, r2m: dict, seed: int,
-              threads: int, device: str, out_table: str, out_states: dict[str, str]) -> None:
+              threads: int, device: str, out_table: str, out_states: dict[str, str],
+              rollout_policy_dir: str | None = None) -> None:
     """Train R2M and its two controls for one iteration, and measure them beside the plain base RM.
 
     `rollouts_path` holds the iteration's groups (prompt, responses, gold); `policy_dir` is the
     policy after the iteration's update, whose last-layer hidden states of every prompt +
     response are R2M's feedback (the paper refreshes them with the policy's last update);
     `fresh_rollouts_path` holds the next iteration's groups, sampled by that policy. Each R2M
-    variant labels the iteration with its own initial scores (at ω(T)), trains on its own best vs
-    worst pairs, and saves its state to `out_states[variant]`. The table's rows (variant, seed,
+    variant labels the iteration with its own initial scores (at ω(T), with the hidden states of
+    `rollout_policy_dir`, the policy that sampled the iteration, as in the loop where R2M scores
+    the rollouts before the update; default `policy_dir`), trains on its own best vs worst pairs,
+    and saves its state to `out_states[variant]`. The table's rows (variant, seed,
     split, domain, metric, value) give gold pair accuracy and pair counts on the iteration's
     rollouts (`train`) and on the fresh ones (`fresh`), per domain and over all (`all`)."""
     from rmroute.rewards.r2m import R2M, R2MConfig, policy_hidden_states
@@ -338,6 +341,11 @@ def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollo
             for name, groups in splits.items()}
     hidden = {name: policy_hidden_states(policy, tokenizer, *rows) for name, rows in flat.items()}
     policy_dim = policy.config.hidden_size
+    labelling = hidden["train"]
+    if rollout_policy_dir and rollout_policy_dir != policy_dir:
+        before = models.load_policy(rollout_policy_dir, device=device)
+        labelling = policy_hidden_states(before, models.load_tokenizer(rollout_policy_dir), *flat["train"])
+        del before
     del policy
     settings = {k: v for k, v in r2m.items() if k != "method"}
 
@@ -351,7 +359,7 @@ def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollo
         model.total_steps = model.steps_per_update(len(splits["train"]))
         if states is None:
             states = {name: model.rm_states(*rows) for name, rows in flat.items()}
-        own = by_group(model.score_states(states["train"], hidden["train"]).tolist(), size)
+        own = by_group(model.score_states(states["train"], labelling).tolist(), size)
         model.update([g["prompt"] for g in splits["train"]], [g["responses"] for g in splits["train"]], own,
                      by_group(hidden["train"], size))
         if variant in out_states:

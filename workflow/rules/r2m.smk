@@ -7,6 +7,7 @@
 rule r2m_probe:
     input:
         rollouts=f"{R}/rollouts/sft/{{seed}}.jsonl",
+        rollout_policy=rules.sft_policy.output.policy,
         policy=get_r2m_policy,
         fresh=get_r2m_fresh_rollouts,
         base=get_r2m_base,

@@ -6,7 +6,8 @@ BSR classifier RM trained on the same data and λ.
   other templates, larger numbers, longer word lists), response-OOD (in-domain prompts answered
   by a differently trained policy) and mutual-OOD (both);
 * held-out pair accuracy in domain;
-* the distribution of the last hidden state the score head reads: norm mean, dispersion (std and
+* the distribution of the last hidden state the score head reads (and of the residual stream
+  before the final norm, whose norm an RMS norm does not pin): norm mean, dispersion (std and
   coefficient of variation), skew, and the effective rank of the hidden-state matrix, on the
   RM's training texts and on each evaluation split.
 """
@@ -51,55 +52,71 @@ def effective_rank(matrix: np.ndarray) -> float:
     return float(math.exp(-(p * np.log(p)).sum()))
 
 
-def norm_statistics(hidden: np.ndarray) -> dict[str, float]:
-    """Dispersion of the row norms of a hidden-state matrix [n, d] and its effective rank."""
+def norm_statistics(hidden: np.ndarray, prefix: str = "norm") -> dict[str, float]:
+    """Mean, dispersion (std, coefficient of variation) and skew of the row norms of [n, d]."""
     norms = np.linalg.norm(hidden, axis=1)
-    return {"norm_mean": float(norms.mean()), "norm_std": float(norms.std()), "norm_cv": float(norms.std() / norms.mean()),
-            "norm_skew": float(stats.skew(norms)), "effective_rank": effective_rank(hidden)}
+    return {f"{prefix}_mean": float(norms.mean()), f"{prefix}_std": float(norms.std()),
+            f"{prefix}_cv": float(norms.std() / norms.mean()), f"{prefix}_skew": float(stats.skew(norms))}
 
 
 @torch.no_grad()
 def last_hidden_states(model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
-                       max_length: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(rewards [n], the final hidden state the score head reads [n, d]) for (prompt, response)
-    rows, tokenised as the RM is trained and scored (prompt + response + EOS, no special tokens)."""
+                       max_length: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(rewards [n], the final hidden state the score head reads [n, d], the residual stream
+    entering the backbone's final norm at that token [n, d], or None for a backbone without a
+    `norm`) for (prompt, response) rows, tokenised as the RM is trained and scored (prompt +
+    response + EOS, no special tokens). The head reads the normalised state, whose norm an RMS
+    norm keeps nearly fixed; the residual's norm is free to spread."""
     device = next(model.parameters()).device
     eos = tokenizer.eos_token or ""
     texts = [p + (r if r.endswith(eos) else r + eos) for p, r in zip(prompts, responses)]
     backbone = getattr(model, model.base_model_prefix)
-    rewards, states = [], []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True, max_length=max_length,
-                        add_special_tokens=False).to(device)
-        hidden = backbone(**enc).last_hidden_state
-        last = enc["attention_mask"].shape[1] - 1 - enc["attention_mask"].flip(-1).argmax(-1)  # rightmost real token
-        pooled = hidden[torch.arange(hidden.shape[0], device=device), last]
-        rewards.append(model.score(pooled).squeeze(-1).float().cpu())
-        states.append(pooled.float().cpu())
-    return torch.cat(rewards).numpy(), torch.cat(states).numpy()
+    final_norm = getattr(backbone, "norm", None)
+    captured = {}
+    hook = final_norm.register_forward_pre_hook(lambda module, args: captured.update(x=args[0])) if final_norm else None
+    rewards, states, residual = [], [], []
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_length, add_special_tokens=False).to(device)
+            hidden = backbone(**enc).last_hidden_state
+            last = enc["attention_mask"].shape[1] - 1 - enc["attention_mask"].flip(-1).argmax(-1)  # rightmost real token
+            rows = torch.arange(hidden.shape[0], device=device)
+            pooled = hidden[rows, last]
+            rewards.append(model.score(pooled).squeeze(-1).float().cpu())
+            states.append(pooled.float().cpu())
+            if hook is not None:
+                residual.append(captured["x"][rows, last].float().cpu())
+    finally:
+        if hook is not None:
+            hook.remove()
+    return (torch.cat(rewards).numpy(), torch.cat(states).numpy(),
+            torch.cat(residual).numpy() if residual else None)
 
 
 def evaluate_rm(model, tokenizer, train_pairs: list[dict], test_pairs: list[dict], groups: list[dict],
                 domains: list[str], *, max_length: int = 256, seed: int = 0) -> tuple[list[dict], pd.DataFrame]:
     """Every BSR measurement of one RM: (rows of split/metric/value, the hidden-state norms per
-    split as a frame with columns split, norm).
+    split as a frame with columns split, state, norm).
 
     `train_pairs` are the RM's own training pairs (the "train" distribution), `test_pairs` the
     held-out pairs with gold scores, `groups` the scored responses per prompt of each split
-    (split, domain, prompt, responses, gold); only the RM's `domains` are evaluated. The
-    effective rank depends on the number of rows, so every split's is taken on the same number
-    of rows (the smallest split's), drawn with `seed`."""
+    (split, domain, prompt, responses, gold); only the RM's `domains` are evaluated. Norm rows:
+    `norm_*` of the state the head reads, `residual_norm_*` of the residual stream before the
+    final norm. The effective rank (of the head's input) depends on the number of rows, so every
+    split's is taken on the same number of rows (the smallest split's), drawn with `seed`."""
     rows: list[dict] = []
-    states: dict[str, np.ndarray] = {}
+    states: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     prompts = [p["prompt"] for p in train_pairs] * 2
-    _, states["train"] = last_hidden_states(model, tokenizer, prompts, [p["chosen"] for p in train_pairs] +
-                                            [p["rejected"] for p in train_pairs], max_length=max_length)
+    _, head, residual = last_hidden_states(model, tokenizer, prompts, [p["chosen"] for p in train_pairs] +
+                                           [p["rejected"] for p in train_pairs], max_length=max_length)
+    states["train"] = (head, residual)
 
     held_out = [p for p in test_pairs if p["domain"] in domains and p["chosen_gold"] != p["rejected_gold"]]
     if held_out:
         prompts = [p["prompt"] for p in held_out]
-        chosen, _ = last_hidden_states(model, tokenizer, prompts, [p["chosen"] for p in held_out], max_length=max_length)
-        rejected, _ = last_hidden_states(model, tokenizer, prompts, [p["rejected"] for p in held_out], max_length=max_length)
+        chosen = last_hidden_states(model, tokenizer, prompts, [p["chosen"] for p in held_out], max_length=max_length)[0]
+        rejected = last_hidden_states(model, tokenizer, prompts, [p["rejected"] for p in held_out], max_length=max_length)[0]
         rows.append({"split": "in_domain", "metric": "pair_accuracy", "value": float((chosen > rejected).mean())})
         rows.append({"split": "in_domain", "metric": "n_pairs", "value": float(len(held_out))})
 
@@ -109,7 +126,8 @@ def evaluate_rm(model, tokenizer, train_pairs: list[dict], test_pairs: list[dict
             continue
         prompts = [g["prompt"] for g in chosen_groups for _ in g["responses"]]
         responses = [r for g in chosen_groups for r in g["responses"]]
-        rewards, states[split] = last_hidden_states(model, tokenizer, prompts, responses, max_length=max_length)
+        rewards, head, residual = last_hidden_states(model, tokenizer, prompts, responses, max_length=max_length)
+        states[split] = (head, residual)
         scores, start = [], 0
         for g in chosen_groups:
             scores.append(rewards[start:start + len(g["responses"])].tolist())
@@ -118,15 +136,18 @@ def evaluate_rm(model, tokenizer, train_pairs: list[dict], test_pairs: list[dict
         rows.append({"split": split, "metric": "kendall_tau", "value": tau})
         rows.append({"split": split, "metric": "n_prompts", "value": float(counted)})
 
-    common = min(len(s) for s in states.values())
+    common = min(len(head) for head, _ in states.values())
     rng = np.random.default_rng(seed)
-    for split, matrix in states.items():
-        stats_ = norm_statistics(matrix)
-        stats_["effective_rank"] = effective_rank(matrix[rng.permutation(len(matrix))[:common]])
-        rows.extend({"split": split, "metric": k, "value": v} for k, v in stats_.items())
-    norms = pd.concat([pd.DataFrame({"split": split, "norm": np.linalg.norm(m, axis=1)}) for split, m in states.items()],
-                      ignore_index=True)
-    return rows, norms
+    frames = []
+    for split, (head, residual) in states.items():
+        found = norm_statistics(head)
+        found["effective_rank"] = effective_rank(head[rng.permutation(len(head))[:common]])
+        frames.append(pd.DataFrame({"split": split, "state": "head input", "norm": np.linalg.norm(head, axis=1)}))
+        if residual is not None:
+            found.update(norm_statistics(residual, "residual_norm"))
+            frames.append(pd.DataFrame({"split": split, "state": "residual", "norm": np.linalg.norm(residual, axis=1)}))
+        rows.extend({"split": split, "metric": k, "value": v} for k, v in found.items())
+    return rows, pd.concat(frames, ignore_index=True)
 
 
 def effective_rank_shift(table: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +175,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def norm_figure(norms: pd.DataFrame, png, pdf) -> None:
-    """Hidden-state norm distributions, BT vs BSR, one panel per split (all seeds pooled)."""
+    """Hidden-state norm distributions, BT vs BSR: one panel per split (columns) and state (rows:
+    the head's input, the residual before the final norm), all seeds pooled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,10 +186,10 @@ def norm_figure(norms: pd.DataFrame, png, pdf) -> None:
     from rmroute.io import save_figure
 
     splits = list(dict.fromkeys(norms["split"]))
-    grid = sns.displot(data=norms, x="norm", hue="loss", col="split", col_order=splits, kind="kde", common_norm=False,
-                       fill=True, height=2.6, aspect=1.1, facet_kws={"sharex": False, "sharey": False})
-    grid.set_titles("{col_name}")
-    grid.set_axis_labels("‖last hidden state‖", "density")
-    grid.figure.suptitle("Norm of the RM's last hidden state: BT vs BSR (all seeds)", y=1.04)
+    grid = sns.displot(data=norms, x="norm", hue="loss", col="split", row="state", col_order=splits, kind="kde",
+                       common_norm=False, fill=True, height=2.4, aspect=1.15, facet_kws={"sharex": False, "sharey": False})
+    grid.set_titles("{row_name} · {col_name}")
+    grid.set_axis_labels("L2 norm at the scored token", "density")
+    grid.figure.suptitle("Last hidden state of the RM: BT vs BSR (all seeds)", y=1.03)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)

@@ -12,6 +12,18 @@ No public code exists; this follows the paper's description (METHODS.md §4). Th
 `feedback="noise"` (h replaced by Gaussian noise of the same per-dimension mean and scale),
 `feedback="untrained"` (the attention block keeps its initial weights; only φ trains) and
 `feedback="off"` (the plain base RM: its own head on H_last, and `update` trains nothing).
+
+In an iterative-DPO loop (the paper uses RLOO), per iteration k of M:
+1. rollout: the policy π_{k-1} samples the groups; `policy_hidden_states(π_{k-1}, ...)` gives
+   each prompt + response's feedback (one batched forward pass; `save_policy_hidden` keeps it);
+2. scoring: `R2M.load(base_dir, state_{k-1})` (or `R2M.from_base(base_dir, policy_dim,
+   total_steps=T)` at k = 1, with T = M × `steps_per_update(prompts per iteration)`) scores the
+   groups with `score(prompts, responses, policy_hidden)`; those scores label the DPO pairs and
+   are R2M's own scores for step 4;
+3. the DPO update gives π_k;
+4. `update(prompts, responses, own_scores, policy_hidden)` with the hidden states refreshed by
+   π_k (the paper refreshes them with the policy's last update), then `save(state_k)`.
+`rmroute.stages.r2m_probe` runs steps 2 and 4 for one iteration beside the controls.
 """
 
 from __future__ import annotations
