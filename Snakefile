@@ -18,8 +18,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/policy.smk"
 include: "workflow/rules/rewards.smk"
+include: "workflow/rules/bsr.smk"
 include: "workflow/rules/offline_router.smk"
 include: "workflow/rules/iterate.smk"
+include: "workflow/rules/r2m.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -92,6 +92,16 @@ def add_column(column: str, value: str) -> SheetEdit:
     return edit
 
 
+def init(rm_id: str, value: str) -> SheetEdit:
+    """Set a row's `init`, adding the optional column (as `sft`) where the sheet lacks it."""
+    def edit(columns: list[str], rows: list[dict]) -> None:
+        if "init" not in columns:
+            add_column("init", "sft")(columns, rows)
+        cell(rm_id, "init", value)(columns, rows)
+
+    return edit
+
+
 def no_rows(columns: list[str], rows: list[dict]) -> None:
     rows.clear()
 
@@ -144,7 +154,7 @@ CASES = [
     Case("unknown-router", ("methods.laser.router",), [put("methods.laser.router", "ucb")]),
     Case("single-rm-unknown-id", ("methods.rm-arith-mc.rm",), [put("methods.rm-arith-mc.rm", "rm_generalist")]),
     Case("single-rm-without-rm", ("methods.rm-arith-mc.rm",), [drop("methods.rm-arith-mc.rm")]),
-    Case("rm-given-to-linucb", ("methods.laser.rm",), [put("methods.laser.rm", "rm_general")]),
+    Case("rm-given-to-linucb", ("methods.laser.rm",), [put("methods.laser.rm", "rm_arith_mc_bt")]),
     Case("unknown-combiner", ("methods.ensemble-mean.combine",), [put("methods.ensemble-mean.combine", "median")]),
     Case("unknown-thompson-prior", ("methods.ts.prior",), [put("methods.ts", {"router": "thompson", "prior": "flat"})]),
     Case("pair-granularity-with-linucb", ("methods.laser.granularity",), [put("methods.laser.granularity", "pair")]),
@@ -230,32 +240,63 @@ CASES = [
     Case("sheet-missing-column", ("rm_pool", "label_noise"), sheet=[drop_column("label_noise")]),
     Case("sheet-unknown-column", ("rm_pool[rm_arith_mc]", "weight"), sheet=[add_column("weight", "1")]),
     Case("sheet-duplicated-rm-id", ("rm_pool.rm_id", "rm_arith_mc"), sheet=[duplicate_first_row]),
-    Case("sheet-rm-id-with-dash", ("rm_pool[rm-noisy].rm_id",), sheet=[cell("rm_noisy", "rm_id", "rm-noisy")]),
-    Case("sheet-unknown-domain", ("rm_pool[rm_general].domain_mix", "math"),
-         sheet=[cell("rm_general", "domain_mix", "math:0.5,arith:0.5")]),
-    Case("sheet-negative-weight", ("rm_pool[rm_general].domain_mix",), sheet=[cell("rm_general", "domain_mix", "arith:-0.5")]),
-    Case("sheet-weight-not-a-number", ("rm_pool[rm_general].domain_mix",), sheet=[cell("rm_general", "domain_mix", "arith:1.2.3")]),
-    Case("sheet-weights-all-zero", ("rm_pool[rm_general].domain_mix",), sheet=[cell("rm_general", "domain_mix", "arith:0,instruct:0")]),
-    Case("sheet-label-noise-a-word", ("rm_pool[rm_noisy].label_noise",), sheet=[cell("rm_noisy", "label_noise", "high")]),
-    Case("sheet-label-noise-above-half", ("rm_pool[rm_noisy].label_noise",), sheet=[cell("rm_noisy", "label_noise", "0.6")]),
-    Case("sheet-label-noise-negative", ("rm_pool[rm_noisy].label_noise",), sheet=[cell("rm_noisy", "label_noise", "-0.1")]),
-    Case("sheet-trust-remote-code-maybe", ("rm_pool[rm_noisy].trust_remote_code",),
-         sheet=[cell("rm_noisy", "trust_remote_code", "maybe")]),
-    Case("sheet-source-escapes", ("rm_pool[rm_general].source",), sheet=[cell("rm_general", "source", "../../etc")]),
-    Case("sheet-source-absolute-elsewhere", ("rm_pool[rm_general].source",), sheet=[cell("rm_general", "source", "/etc")]),
-    Case("sheet-source-neither", ("rm_pool[rm_general].source",), sheet=[cell("rm_general", "source", "my_rm_checkpoint")]),
-    Case("sheet-source-deep-missing-path", ("rm_pool[rm_general].source",),
-         sheet=[cell("rm_general", "source", "models/rms/general")]),
+    Case("sheet-rm-id-with-dash", ("rm_pool[rm-yesno-ins-noisy].rm_id",), sheet=[cell("rm_yesno_ins_noisy", "rm_id", "rm-yesno-ins-noisy")]),
+    Case("sheet-unknown-domain", ("rm_pool[rm_arith_mc_bt].domain_mix", "math"),
+         sheet=[cell("rm_arith_mc_bt", "domain_mix", "math:0.5,arith:0.5")]),
+    Case("sheet-negative-weight", ("rm_pool[rm_arith_mc_bt].domain_mix",), sheet=[cell("rm_arith_mc_bt", "domain_mix", "arith:-0.5")]),
+    Case("sheet-weight-not-a-number", ("rm_pool[rm_arith_mc_bt].domain_mix",), sheet=[cell("rm_arith_mc_bt", "domain_mix", "arith:1.2.3")]),
+    Case("sheet-weights-all-zero", ("rm_pool[rm_arith_mc_bt].domain_mix",), sheet=[cell("rm_arith_mc_bt", "domain_mix", "arith:0,instruct:0")]),
+    Case("sheet-label-noise-a-word", ("rm_pool[rm_yesno_ins_noisy].label_noise",), sheet=[cell("rm_yesno_ins_noisy", "label_noise", "high")]),
+    Case("sheet-label-noise-above-half", ("rm_pool[rm_yesno_ins_noisy].label_noise",), sheet=[cell("rm_yesno_ins_noisy", "label_noise", "0.6")]),
+    Case("sheet-label-noise-negative", ("rm_pool[rm_yesno_ins_noisy].label_noise",), sheet=[cell("rm_yesno_ins_noisy", "label_noise", "-0.1")]),
+    Case("sheet-trust-remote-code-maybe", ("rm_pool[rm_yesno_ins_noisy].trust_remote_code",),
+         sheet=[cell("rm_yesno_ins_noisy", "trust_remote_code", "maybe")]),
+    Case("sheet-source-escapes", ("rm_pool[rm_arith_mc_bt].source",), sheet=[cell("rm_arith_mc_bt", "source", "../../etc")]),
+    Case("sheet-source-absolute-elsewhere", ("rm_pool[rm_arith_mc_bt].source",), sheet=[cell("rm_arith_mc_bt", "source", "/etc")]),
+    Case("sheet-source-neither", ("rm_pool[rm_arith_mc_bt].source",), sheet=[cell("rm_arith_mc_bt", "source", "my_rm_checkpoint")]),
+    Case("sheet-source-deep-missing-path", ("rm_pool[rm_arith_mc_bt].source",),
+         sheet=[cell("rm_arith_mc_bt", "source", "models/rms/general")]),
     Case("sheet-empty", ("rm_pool", "no RM rows"), sheet=[no_rows]),
     Case("sheet-zero-bytes", ("rm_pool", "empty"), sheet=[no_text]),
-    Case("sheet-bad-dtype", ("rm_pool[rm_general].dtype",), sheet=[cell("rm_general", "dtype", "int8")]),
-    Case("sheet-bad-loss", ("rm_pool[rm_general].loss",), sheet=[cell("rm_general", "loss", "hinge")]),
-    Case("sheet-bad-chat-template", ("rm_pool[rm_general].chat_template",), sheet=[cell("rm_general", "chat_template", "chatml")]),
-    Case("sheet-fractional-n-pairs", ("rm_pool[rm_general].n_pairs",), sheet=[cell("rm_general", "n_pairs", "1.5")]),
-    Case("sheet-infinite-n-pairs", ("rm_pool[rm_general].n_pairs",), sheet=[cell("rm_general", "n_pairs", "inf")]),
-    Case("sheet-zero-n-pairs", ("rm_pool[rm_general].n_pairs",), sheet=[cell("rm_general", "n_pairs", "0")]),
-    Case("sheet-max-length-a-word", ("rm_pool[rm_general].max_length",), sheet=[cell("rm_general", "max_length", "long")]),
-    Case("sheet-batch-size-blank", ("rm_pool[rm_general].batch_size",), sheet=[cell("rm_general", "batch_size", "")]),
+    Case("sheet-bad-dtype", ("rm_pool[rm_arith_mc_bt].dtype",), sheet=[cell("rm_arith_mc_bt", "dtype", "int8")]),
+    Case("sheet-bad-loss", ("rm_pool[rm_arith_mc_bt].loss",), sheet=[cell("rm_arith_mc_bt", "loss", "hinge")]),
+    Case("sheet-bad-chat-template", ("rm_pool[rm_arith_mc_bt].chat_template",), sheet=[cell("rm_arith_mc_bt", "chat_template", "chatml")]),
+    Case("sheet-fractional-n-pairs", ("rm_pool[rm_arith_mc_bt].n_pairs",), sheet=[cell("rm_arith_mc_bt", "n_pairs", "1.5")]),
+    Case("sheet-infinite-n-pairs", ("rm_pool[rm_arith_mc_bt].n_pairs",), sheet=[cell("rm_arith_mc_bt", "n_pairs", "inf")]),
+    Case("sheet-zero-n-pairs", ("rm_pool[rm_arith_mc_bt].n_pairs",), sheet=[cell("rm_arith_mc_bt", "n_pairs", "0")]),
+    Case("sheet-max-length-a-word", ("rm_pool[rm_arith_mc_bt].max_length",), sheet=[cell("rm_arith_mc_bt", "max_length", "long")]),
+    Case("sheet-batch-size-blank", ("rm_pool[rm_arith_mc_bt].batch_size",), sheet=[cell("rm_arith_mc_bt", "batch_size", "")]),
+    # the sheet's optional init column
+    Case("sheet-init-unknown-rm", ("rm_pool[rm_arith_mc_bt].init", "rm_none"), sheet=[init("rm_arith_mc_bt", "rm_none")]),
+    Case("sheet-init-itself", ("rm_pool[rm_arith_mc_bt].init", "itself"), sheet=[init("rm_arith_mc_bt", "rm_arith_mc_bt")]),
+    Case("sheet-init-cycle", ("rm_pool[rm_arith_mc_bt].init", "cycle"),
+         sheet=[init("rm_arith_mc_bt", "rm_yesno_ins_noisy"), init("rm_yesno_ins_noisy", "rm_arith_mc_bt")]),
+    Case("sheet-init-generative-from-classifier", ("rm_pool[rm_arith_mc].init", "rm_arith_mc_bt"),
+         sheet=[init("rm_arith_mc", "rm_arith_mc_bt")]),
+    Case("sheet-init-a-path", ("rm_pool[rm_arith_mc_bt].init",), sheet=[init("rm_arith_mc_bt", "../models/x")]),
+    Case("sheet-init-on-a-hub-row", ("rm_pool[rm_arith_mc_bt].init", "train"),
+         sheet=[cell("rm_arith_mc_bt", "source", "org/some-rm"), init("rm_arith_mc_bt", "rm_arith_mc")]),
+    Case("sheet-init-from-a-hub-row", ("rm_pool[rm_yesno_ins_noisy].init", "org/some-rm"),
+         sheet=[cell("rm_arith_mc_bt", "source", "org/some-rm"), init("rm_arith_mc_bt", "sft"),
+                init("rm_yesno_ins_noisy", "rm_arith_mc_bt")]),
+    # the BSR evaluation and R2M blocks
+    Case("bsr-eval-without-rm", ("bsr_eval", "rm"), [put("bsr_eval", {"seeds": [0, 1, 2]})]),
+    Case("bsr-eval-unknown-rm", ("bsr_eval.rm", "rm_none"), [put("bsr_eval", {"rm": "rm_none"})]),
+    Case("bsr-eval-generative-rm", ("bsr_eval.rm", "rm_arith_mc"), [put("bsr_eval", {"rm": "rm_arith_mc"})]),
+    Case("bsr-eval-seeds-repeated", ("bsr_eval.seeds",), [put("bsr_eval", {"rm": "rm_arith_mc_bt", "seeds": [0, 0, 1]})]),
+    Case("bsr-eval-one-sample", ("bsr_eval.samples_per_prompt",),
+         [put("bsr_eval", {"rm": "rm_arith_mc_bt", "samples_per_prompt": 1})]),
+    Case("bsr-eval-response-policy-not-earlier", ("bsr_eval.response_policy_steps", "sft.steps"),
+         [put("bsr_eval", {"rm": "rm_arith_mc_bt", "response_policy_steps": 1200})]),
+    Case("r2m-without-method", ("r2m", "method"), [put("r2m", {"attn_dim": 8})]),
+    Case("r2m-unknown-method", ("r2m.method", "rm-none"), [put("r2m", {"method": "rm-none"})]),
+    Case("r2m-method-not-single", ("r2m.method", "linucb"), [put("r2m", {"method": "laser"})]),
+    Case("r2m-generative-base", ("r2m.method", "rm_arith_mc"), [put("r2m", {"method": "rm-arith-mc"})]),
+    Case("r2m-one-iteration", ("r2m.method", "budget.iterations"),
+         [put("methods.rm-arith-mc-bt", {"router": "single", "rm": "rm_arith_mc_bt"}), put("budget.iterations", 1),
+          put("r2m", {"method": "rm-arith-mc-bt"})]),
+    Case("r2m-omega-floor-above-one", ("r2m.omega_floor",), [put("r2m", {"method": "rm-arith-mc", "omega_floor": 1.5})]),
+    Case("r2m-unknown-key", ("r2m", "feedback"), [put("r2m", {"method": "rm-arith-mc", "feedback": "noise"})]),
 ]
 
 
@@ -283,7 +324,7 @@ def test_bad_input_names_the_field(project: Path, case: Case):
 
 def test_default_config_and_sheet_resolve_every_method(project: Path):
     config, sheet, methods = load(project, Case("default", ()))
-    assert list(sheet["rm_id"]) == ["rm_arith_mc", "rm_yesno_ins", "rm_general", "rm_noisy"]
+    assert list(sheet["rm_id"]) == ["rm_arith_mc", "rm_yesno_ins", "rm_arith_mc_bt", "rm_yesno_ins_noisy"]
     assert sheet["trust_remote_code"].dtype == bool
     assert set(methods) == set(DEFAULT_CONFIG["methods"])
     for name, method in methods.items():
@@ -319,12 +360,29 @@ def test_hub_and_local_sources(project: Path):
     """A hub id 'org/name' passes without a download; a local directory inside the project passes."""
     (project / "models" / "my_rm").mkdir(parents=True)
     write_sheet(project / "config" / "rm_pool.tsv", [
-        cell("rm_general", "source", "OpenAssistant/reward-model-deberta-v3-large-v2"),
-        cell("rm_noisy", "source", "models/my_rm"),
+        cell("rm_arith_mc_bt", "source", "OpenAssistant/reward-model-deberta-v3-large-v2"), init("rm_arith_mc_bt", "sft"),
+        cell("rm_yesno_ins_noisy", "source", "models/my_rm"), init("rm_yesno_ins_noisy", "sft"),
         cell("rm_arith_mc", "domain_mix", "arith,facts_mc:2"),  # a weight left out counts 1
     ])
     _, sheet, _ = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
-    assert sheet.set_index("rm_id").loc["rm_noisy", "source"] == "models/my_rm"
+    assert sheet.set_index("rm_id").loc["rm_yesno_ins_noisy", "source"] == "models/my_rm"
+
+
+def test_init_column_is_optional_and_may_name_a_trained_rm(project: Path):
+    """Without the column every RM starts from the SFT policy; with it a classifier may start from a
+    generative specialist, and a generative RM from another one."""
+    def without_init(columns: list[str], rows: list[dict]) -> None:
+        if "init" in columns:
+            drop_column("init")(columns, rows)
+
+    write_sheet(project / "config" / "rm_pool.tsv", [without_init])
+    _, sheet, _ = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+    assert set(sheet["init"]) == {"sft"}
+    write_sheet(project / "config" / "rm_pool.tsv", [init("rm_arith_mc_bt", "rm_arith_mc"), init("rm_yesno_ins_noisy", "rm_arith_mc_bt"),
+                                                    init("rm_yesno_ins", "rm_arith_mc")])
+    _, sheet, _ = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+    assert sheet.set_index("rm_id")["init"].to_dict() == {
+        "rm_arith_mc": "sft", "rm_yesno_ins": "rm_arith_mc", "rm_arith_mc_bt": "rm_arith_mc", "rm_yesno_ins_noisy": "rm_arith_mc_bt"}
 
 
 @pytest.mark.workflow

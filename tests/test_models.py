@@ -154,6 +154,29 @@ def test_bsr_penalty_is_the_squared_batch_mean():
     assert bsr_penalty(chosen, rejected, 1.0).item() != pytest.approx(5.0)
 
 
+def test_new_layers_start_as_the_identity_and_freeze_init_trains_only_them(tiny):
+    """Block expansion: the expanded RM scores exactly as the checkpoint before training; with
+    freeze_init only the new layers, the final norm and the head move."""
+    from rmroute.rewards.pool import train_reward_model
+
+    root, splits = tiny
+    tok = models.load_tokenizer(root / "rm")
+    prompts = [r["prompt"] for r in splits["test"]]
+    responses = [r["answer"] + tok.eos_token for r in splits["test"]]
+    plain = models.load_reward_model(root / "rm", device="cpu")
+    expanded = models.load_reward_model(root / "rm", device="cpu", new_layers=2)
+    assert len(expanded.model.layers) == len(plain.model.layers) + 2
+    assert np.allclose(models.rm_scores(expanded, tok, prompts, responses), models.rm_scores(plain, tok, prompts, responses),
+                       atol=1e-5)
+    pairs = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": " 0"} for r in splits["rm_train"][:8]]
+    trained = train_reward_model(str(root / "rm"), tok, pairs, loss="bt", steps=3, batch_size=4, lr=1e-2, seed=0,
+                                 new_layers=1, freeze_init=True)
+    assert torch.equal(trained.model.embed_tokens.weight, plain.model.embed_tokens.weight)
+    assert all(torch.equal(a, b) for a, b in zip(trained.model.layers[0].parameters(), plain.model.layers[0].parameters()))
+    assert not torch.equal(trained.model.layers[1].mlp.down_proj.weight, torch.zeros_like(trained.model.layers[1].mlp.down_proj.weight))
+    assert not torch.equal(trained.score.weight, plain.score.weight)
+
+
 def test_rm_training_pairs_follow_the_mix_and_noise(tiny):
     _, splits = tiny
     records = splits["rm_train"]

@@ -50,6 +50,10 @@ def test_tables_follow_the_output_contract(tiny_run):
         "pair_quality": ["method", "domain", "n_pairs", "right", "tie", "wrong", "chosen_correct"],
         "offline_router": ["split", "router_accuracy"],
         "routing_sim": ["stream", "router", "lambda0", "seed", "labelling_accuracy", "regret"],
+        "bsr": ["loss", "seed", "split", "metric", "value"],
+        "bsr_summary": ["loss", "split", "metric", "mean", "ci95", "n_seeds", "paper"],
+        "r2m": ["variant", "seed", "split", "domain", "metric", "value"],
+        "r2m_summary": ["variant", "split", "domain", "mean", "ci95", "n_seeds", "paper_pct"],
     }
     for name, columns in expected.items():
         table = pd.read_csv(tables / f"{name}.tsv", sep="\t")
@@ -57,7 +61,7 @@ def test_tables_follow_the_output_contract(tiny_run):
         assert len(table) > 0, name
         assert (tables / f"{name}.md").exists(), name
     for name in ("rm_accuracy", "accuracy_vs_iteration", "router_choices", "routing_regret", "pair_quality",
-                 "reward_validity"):
+                 "reward_validity", "bsr_norms"):
         assert (tiny_run / "figures" / f"{name}.png").stat().st_size > 0
         assert (tiny_run / "figures" / f"{name}.pdf").stat().st_size > 0
 
@@ -91,6 +95,22 @@ def test_decisions_log_every_routed_choice(tiny_run):
     per_step = laser.groupby(["iteration", "step"])["router_updates"].first()
     assert per_step.is_monotonic_increasing and per_step.is_unique
     assert per_step.loc[1].tolist() == list(range(len(per_step.loc[1])))
+
+
+@pytest.mark.workflow
+def test_bsr_and_r2m_tables_cover_every_seed_and_variant(tiny_run):
+    import yaml
+
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    bsr = pd.read_csv(tiny_run / "tables" / "bsr.tsv", sep="\t")
+    assert set(bsr["loss"]) == {"bt", "bsr"} and set(bsr["seed"]) == set(config["bsr_eval"]["seeds"])
+    assert {"train", "in_domain", "prompt_ood", "response_ood", "mutual_ood"} <= set(bsr["split"])
+    r2m = pd.read_csv(tiny_run / "tables" / "r2m.tsv", sep="\t")
+    assert set(r2m["variant"]) == {"r2m", "r2m-noise", "r2m-untrained", "base"}
+    assert set(r2m["seed"]) == set(config["seeds"])
+    for seed in config["seeds"]:
+        for variant in ("r2m", "r2m-noise", "r2m-untrained"):
+            assert (tiny_run / "r2m" / str(seed) / f"{variant}.safetensors").stat().st_size > 0
 
 
 @pytest.mark.workflow

@@ -21,6 +21,7 @@ __all__ = ["ConfigError", "check_config", "check_rm_sheet", "load_config", "read
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # policy.source build
 RM_SHEET_COLUMNS = ("rm_id", "source", "loss", "domain_mix", "label_noise", "n_pairs", "chat_template", "max_length",
                     "dtype", "batch_size", "trust_remote_code")
+RM_SHEET_OPTIONAL = {"init": "sft"}  # optional column -> the value of a sheet without it
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -66,6 +67,35 @@ def check_rm_sheet(sheet: pd.DataFrame, root: str | os.PathLike, domains: tuple[
                 raise ConfigError(f"{where}.source: path {source!r} escapes the project directory {str(root)!r}")
             if not path.exists():
                 raise ConfigError(f"{where}.source: {source!r} is neither 'train', an existing path nor a hub id 'org/name'")
+    check_rm_init(sheet)
+
+
+def check_rm_init(sheet: pd.DataFrame) -> None:
+    """The `init` column: `sft` or the rm_id of another row; a generative RM starts only from the
+    SFT policy or another generative RM; rows not trained here keep `sft`; no cycles."""
+    rows = sheet.set_index("rm_id")
+    for rm_id, row in rows.iterrows():
+        where, init = f"rm_pool[{rm_id}].init", row["init"]
+        if init == "sft":
+            continue
+        if row["source"] != "train":
+            raise ConfigError(f"{where}: {init!r}, but only rows with source 'train' are trained here; use 'sft'")
+        if init == rm_id:
+            raise ConfigError(f"{where}: an RM cannot start from itself; use 'sft' or another rm_id")
+        if init not in rows.index:
+            raise ConfigError(f"{where}: {init!r} is neither 'sft' nor an rm_id of the sheet ({list(rows.index)})")
+        if rows.loc[init, "source"] != "train":
+            raise ConfigError(f"{where}: {init!r} is not trained here (its source is {rows.loc[init, 'source']!r}); "
+                              "a trained RM starts from 'sft' or from another row with source 'train'")
+        if row["loss"] == "lm" and rows.loc[init, "loss"] != "lm":
+            raise ConfigError(f"{where}: generative RM (loss lm) can start only from 'sft' or another generative RM, "
+                              f"not {init!r} (loss {rows.loc[init, 'loss']})")
+        seen, current = [rm_id], init
+        while current != "sft":
+            if current in seen:
+                raise ConfigError(f"{where}: the init chain {' -> '.join([*seen, current])} is a cycle")
+            seen.append(current)
+            current = rows.loc[current, "init"]
 
 
 def read_rm_sheet(path: str | os.PathLike) -> pd.DataFrame:
@@ -84,6 +114,9 @@ def read_rm_sheet(path: str | os.PathLike) -> pd.DataFrame:
         raise ConfigError(f"rm_pool: sheet {str(path)!r} lacks column(s) {missing}")
     if sheet.empty:
         raise ConfigError(f"rm_pool: sheet {str(path)!r} has no RM rows")
+    for column, value in RM_SHEET_OPTIONAL.items():
+        if column not in sheet.columns:
+            sheet[column] = value
     for column in ("label_noise", "n_pairs", "max_length", "batch_size"):
         numbers = pd.to_numeric(sheet[column], errors="coerce")
         wanted = "a number"
@@ -126,7 +159,41 @@ def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFra
         raise ConfigError(f"{where}{'.' + field if field else ''}: {message}") from None
     check_rm_sheet(sheet, root, DOMAINS)
     check_config(config, root)
-    return config, sheet, resolve_methods(config, list(sheet["rm_id"]))
+    methods = resolve_methods(config, list(sheet["rm_id"]))
+    check_rm_experiments(config, sheet, methods)
+    return config, sheet, methods
+
+
+def check_rm_experiments(config: dict, sheet: pd.DataFrame, methods: dict) -> None:
+    """The `bsr_eval` and `r2m` blocks: what they name must exist and be a classifier RM."""
+    rows = sheet.set_index("rm_id")
+    if "bsr_eval" in config:
+        block = config["bsr_eval"]
+        rm = block["rm"]
+        if rm not in rows.index:
+            raise ConfigError(f"bsr_eval.rm: {rm!r} is not an rm_id of the RM sheet ({list(rows.index)})")
+        if rows.loc[rm, "source"] != "train" or rows.loc[rm, "loss"] not in ("bt", "bsr"):
+            raise ConfigError(f"bsr_eval.rm: {rm!r} must be a classifier RM trained here (source train, loss bt or bsr), "
+                              f"not source {rows.loc[rm, 'source']!r} with loss {rows.loc[rm, 'loss']!r}")
+        if len(set(block["seeds"])) != len(block["seeds"]):
+            raise ConfigError(f"bsr_eval.seeds: repeated values in {block['seeds']}")
+        if block["response_policy_steps"] >= config["sft"]["steps"]:
+            raise ConfigError(f"bsr_eval.response_policy_steps: {block['response_policy_steps']} must be below sft.steps "
+                              f"({config['sft']['steps']}): the response-OOD policy is an earlier SFT checkpoint")
+    if "r2m" in config:
+        name = config["r2m"]["method"]
+        if name not in methods:
+            raise ConfigError(f"r2m.method: {name!r} is not a method of the config ({sorted(methods)})")
+        if methods[name].router != "single":
+            raise ConfigError(f"r2m.method: {name!r} has router {methods[name].router!r}; R2M's base is one RM, "
+                              "so name a method with router 'single'")
+        rm = methods[name].rm
+        if rows.loc[rm, "loss"] not in ("bt", "bsr"):
+            raise ConfigError(f"r2m.method: the RM of {name!r}, {rm!r}, has loss {rows.loc[rm, 'loss']!r}; R2M reads a "
+                              "classifier RM's last-token state, so it needs loss bt or bsr")
+        if config["budget"]["iterations"] < 2:
+            raise ConfigError(f"r2m.method: R2M is measured on iteration 2's fresh rollouts, but budget.iterations is "
+                              f"{config['budget']['iterations']}")
 
 
 def _schema_error(err: Exception) -> tuple[str, str]:

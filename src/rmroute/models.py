@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -125,11 +126,33 @@ def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str =
     return model.to(pick_device(device)).eval()
 
 
-def load_reward_model(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
-    """Any sequence-classification RM with one output: a local directory or a hub id (cached, offline)."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(source), num_labels=1, dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
-    )
+def load_reward_model(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False,
+                      new_layers: int = 0):
+    """Any sequence-classification RM with one output: a local directory or a hub id (cached, offline).
+
+    `new_layers` > 0 stacks that many decoder layers on top of the checkpoint's (block expansion,
+    as in LLaMA Pro): each starts as the identity (its attention output and MLP down projections
+    are zero), so the expanded model scores exactly as the checkpoint's backbone does at the start
+    of training. Decoder models whose layers have `self_attn.o_proj` and `mlp.down_proj` (Llama,
+    Qwen, Mistral) only."""
+    kwargs = dict(num_labels=1, dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code)
+    if new_layers:
+        config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+        kept = config.num_hidden_layers
+        config.num_hidden_layers, config.num_labels = kept + new_layers, 1
+        kwargs["config"] = config
+        del kwargs["num_labels"]  # with a config given, from_pretrained would pass it to the model class
+    model = AutoModelForSequenceClassification.from_pretrained(str(source), **kwargs)
+    if new_layers:
+        layers = getattr(model, model.base_model_prefix).layers
+        with torch.no_grad():
+            for layer in layers[kept:]:
+                try:
+                    layer.self_attn.o_proj.weight.zero_()
+                    layer.mlp.down_proj.weight.zero_()
+                except AttributeError:
+                    raise ValueError(f"rm_training.new_layers: {type(layer).__name__} of {str(source)!r} has no "
+                                     "self_attn.o_proj / mlp.down_proj to start as the identity") from None
     return model.to(pick_device(device)).eval()
 
 

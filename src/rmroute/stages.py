@@ -182,31 +182,36 @@ def build_rm_pairs(sft_dir: str, split_paths: dict[str, str], samples: int, temp
         write_jsonl(preference_pairs(records, groups, seed + i), out_paths[split])
 
 
-def train_rm(sft_dir: str, pairs_path: str, row: dict, rm_training: dict, seed: int, threads: int, device: str, out_dir: str) -> None:
-    """One testbed RM of the sheet, initialised from the SFT policy: a classifier (bt/bsr) or a generative RM (lm)."""
-    from rmroute.rewards.pool import (
-        parse_mix,
-        rm_kind,
-        rm_training_pairs,
-        train_generative_rm,
-        train_reward_model,
-    )
+def train_rm(sft_dir: str, pairs_path: str, row: dict, rm_training: dict, seed: int, threads: int, device: str, out_dir: str,
+             init_dir: str | None = None) -> None:
+    """One testbed RM of the sheet, a classifier (bt/bsr) or a generative RM (lm), initialised from
+    `init_dir` (the row's `init`: the SFT policy, or another RM of the sheet) and tokenised with the
+    SFT policy's tokenizer."""
+    from rmroute.rewards.pool import parse_mix, rm_training_pairs
 
     models.set_threads(threads)
     models.set_seed(seed)
     tokenizer = models.load_tokenizer(sft_dir)
     pairs = rm_training_pairs(read_jsonl(pairs_path), parse_mix(row["domain_mix"]), int(row["n_pairs"]),
                               float(row["label_noise"]), seed)
-    if rm_kind(row["loss"]) == "generative":
-        lm = rm_training["generative"]
-        model = train_generative_rm(sft_dir, tokenizer, pairs, steps=lm["steps"], batch_size=lm["batch_size"], lr=lm["lr"],
-                                    seed=seed, use_cpu=device == "cpu")
-    else:
-        model = train_reward_model(sft_dir, tokenizer, pairs, loss=row["loss"], steps=rm_training["steps"],
-                                   batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
-                                   bsr_coef=rm_training.get("bsr_coef", 1e-3),
-                                   bsr_batch_scale=rm_training.get("bsr_batch_scale", False), use_cpu=device == "cpu")
+    model = fit_rm(init_dir or sft_dir, tokenizer, pairs, row["loss"], rm_training, seed, device)
     models.save_atomic(model, tokenizer, out_dir)
+
+
+def fit_rm(init_dir: str, tokenizer, pairs: list[dict], loss: str, rm_training: dict, seed: int, device: str):
+    """An RM of kind `loss` trained on `pairs` from `init_dir` with the `rm_training` settings."""
+    from rmroute.rewards.pool import rm_kind, train_generative_rm, train_reward_model
+
+    if rm_kind(loss) == "generative":
+        lm = rm_training["generative"]
+        return train_generative_rm(init_dir, tokenizer, pairs, steps=lm["steps"], batch_size=lm["batch_size"], lr=lm["lr"],
+                                   seed=seed, use_cpu=device == "cpu")
+    return train_reward_model(init_dir, tokenizer, pairs, loss=loss, steps=rm_training["steps"],
+                              batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
+                              bsr_coef=rm_training.get("bsr_coef", 1e-3),
+                              bsr_batch_scale=rm_training.get("bsr_batch_scale", False),
+                              new_layers=rm_training.get("new_layers", 0), freeze_init=rm_training.get("freeze_init", False),
+                              use_cpu=device == "cpu")
 
 
 def load_pool(pool_rows: list[dict], device: str):
@@ -233,6 +238,179 @@ def rm_behaviour(pool_rows: list[dict], pair_paths: dict[str, str], threads: int
                              "score_chosen": a, "score_rejected": b, "correct": int(a > b),
                              "gold_tie": int(p["chosen_gold"] == p["rejected_gold"])})
     write_table(pd.DataFrame(rows), out_path)
+
+
+# ---------------------------------------------------------------- BSR evaluation (BSR paper, Tables 1 and 5)
+
+
+def bsr_groups(sft_dir: str, response_policy_dir: str, split_paths: dict[str, str], samples: int, temperature: float,
+               max_new_tokens: int, seed: int, threads: int, device: str, out_path: str) -> None:
+    """Responses per prompt, with their gold scores, for the BSR splits: the in-domain (`test`) and
+    prompt-OOD (`test_ood`) prompts answered by the SFT policy and by the differently trained
+    response-OOD policy (in-domain prompts: response-OOD; OOD prompts: mutual-OOD)."""
+    from rmroute.rewards.bsr_eval import SPLIT_SOURCES
+
+    models.set_threads(threads)
+    policies = {"sft": sft_dir, "response": response_policy_dir}
+    out = []
+    for k, (split, (prompt_split, source)) in enumerate(SPLIT_SOURCES.items()):
+        policy = models.load_policy(policies[source], device=device)
+        tokenizer = models.load_tokenizer(policies[source])
+        records = read_jsonl(split_paths[prompt_split])
+        groups = models.generate(policy, tokenizer, [r["prompt"] for r in records], n=samples, temperature=temperature,
+                                 max_new_tokens=max_new_tokens, seed=seed + 104729 * (k + 1))
+        out += [{"split": split, "id": r["id"], "domain": r["domain"], "prompt": r["prompt"], "responses": group,
+                 "gold": [score_record(r, s) for s in group]} for r, group in zip(records, groups)]
+    write_jsonl(out, out_path)
+
+
+def bsr_rm(init_dir: str, tokenizer_dir: str, pairs_path: str, test_pairs_path: str, groups_path: str, row: dict,
+           rm_training: dict, loss: str, data_seed: int, seed: int, threads: int, device: str, out_dir: str,
+           out_table: str, out_norms: str) -> None:
+    """Train one RM of a BT/BSR comparison and take every BSR measurement of it.
+
+    The sheet row `row` gives the training data (domain mix, pair count, label noise, drawn with
+    `data_seed`, the same for both losses and every seed); `loss` is `bt` or `bsr` (λ and its
+    batch-size switch from `rm_training`); `seed` seeds the head's initialisation and the batch
+    order. Writes the RM, its tidy rows (loss, seed, split, metric, value) and its hidden-state
+    norms (loss, seed, split, norm)."""
+    from rmroute.rewards.bsr_eval import evaluate_rm
+    from rmroute.rewards.pool import CLASSIFIER_LOSSES, parse_mix, rm_training_pairs
+
+    if loss not in CLASSIFIER_LOSSES:
+        raise ValueError(f"bsr_rm: loss {loss!r} is not a classifier loss {CLASSIFIER_LOSSES}")
+    models.set_threads(threads)
+    models.set_seed(seed)
+    tokenizer = models.load_tokenizer(tokenizer_dir)
+    mix = parse_mix(row["domain_mix"])
+    pairs = rm_training_pairs(read_jsonl(pairs_path), mix, int(row["n_pairs"]), float(row["label_noise"]), data_seed)
+    model = fit_rm(init_dir, tokenizer, pairs, loss, rm_training, seed, device)
+    models.save_atomic(model, tokenizer, out_dir)
+    rows, norms = evaluate_rm(model, tokenizer, pairs, read_jsonl(test_pairs_path), read_jsonl(groups_path),
+                              [d for d, w in mix.items() if w > 0], max_length=int(row["max_length"]), seed=seed)
+    table = pd.DataFrame(rows)
+    table.insert(0, "seed", seed)
+    table.insert(0, "loss", loss)
+    write_table(table, out_table)
+    norms.insert(0, "seed", seed)
+    norms.insert(0, "loss", loss)
+    write_table(norms, out_norms)
+
+
+def bsr_tables(tables: list[str], norms: list[str], out_table: str, out_summary: str, png: str, pdf: str) -> None:
+    """bsr.tsv (tidy: loss, seed, split, metric, value, plus each split's effective-rank shift from
+    the train split), the mean ± 95% CI summary beside the paper's values, and the norm figure."""
+    from rmroute.rewards.bsr_eval import effective_rank_shift, norm_figure, summary_table
+
+    table = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)
+    table = pd.concat([table, effective_rank_shift(table)], ignore_index=True)
+    write_table(table, out_table)
+    write_table(summary_table(table), out_summary)
+    norm_figure(pd.concat([pd.read_parquet(p) for p in norms], ignore_index=True), png, pdf)
+
+
+# ---------------------------------------------------------------- R2M (one iteration, beside its controls)
+
+R2M_VARIANTS = {"r2m": "policy", "r2m-noise": "noise", "r2m-untrained": "untrained", "base": "off"}  # variant -> feedback
+R2M_TRAINED = [v for v, feedback in R2M_VARIANTS.items() if feedback != "off"]  # the variants with a state file
+
+
+def gold_pair_accuracy(groups: list[dict], scores: list[list[float]]) -> tuple[float, int]:
+    """Share of within-prompt response pairs with different gold scores that `scores` order like
+    gold (a tie in score counts as wrong), and the number of such pairs."""
+    right = total = 0
+    for group, s in zip(groups, scores):
+        gold = group["gold"]
+        for i in range(len(gold)):
+            for j in range(i + 1, len(gold)):
+                if gold[i] != gold[j]:
+                    total += 1
+                    right += (s[i] - s[j]) * (gold[i] - gold[j]) > 0
+    return (right / total if total else float("nan")), total
+
+
+def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollouts_path: str, r2m: dict, seed: int,
+              threads: int, device: str, out_table: str, out_states: dict[str, str],
+              rollout_policy_dir: str | None = None) -> None:
+    """Train R2M and its two controls for one iteration, and measure them beside the plain base RM.
+
+    `rollouts_path` holds the iteration's groups (prompt, responses, gold); `policy_dir` is the
+    policy after the iteration's update, whose last-layer hidden states of every prompt +
+    response are R2M's feedback (the paper refreshes them with the policy's last update);
+    `fresh_rollouts_path` holds the next iteration's groups, sampled by that policy. Each R2M
+    variant labels the iteration with its own initial scores (at ω(T), with the hidden states of
+    `rollout_policy_dir`, the policy that sampled the iteration, as in the loop where R2M scores
+    the rollouts before the update; default `policy_dir`), trains on its own best vs worst pairs,
+    and saves its state to `out_states[variant]`. The table's rows (variant, seed,
+    split, domain, metric, value) give gold pair accuracy and pair counts on the iteration's
+    rollouts (`train`) and on the fresh ones (`fresh`), per domain and over all (`all`)."""
+    from rmroute.rewards.r2m import R2M, R2MConfig, policy_hidden_states
+
+    if set(out_states) != set(R2M_TRAINED):
+        raise ValueError(f"out_states must name a state file for each of {R2M_TRAINED}, got {sorted(out_states)}")
+    models.set_threads(threads)
+    policy = models.load_policy(policy_dir, device=device)
+    tokenizer = models.load_tokenizer(policy_dir)
+    splits = {"train": read_jsonl(rollouts_path), "fresh": read_jsonl(fresh_rollouts_path)}
+    size = len(splits["train"][0]["responses"])
+    flat = {name: ([g["prompt"] for g in groups for _ in g["responses"]], [r for g in groups for r in g["responses"]])
+            for name, groups in splits.items()}
+    hidden = {name: policy_hidden_states(policy, tokenizer, *rows) for name, rows in flat.items()}
+    policy_dim = policy.config.hidden_size
+    labelling = hidden["train"]
+    if rollout_policy_dir and rollout_policy_dir != policy_dir:
+        before = models.load_policy(rollout_policy_dir, device=device)
+        labelling = policy_hidden_states(before, models.load_tokenizer(rollout_policy_dir), *flat["train"])
+        del before
+    del policy
+    settings = {k: v for k, v in r2m.items() if k != "method"}
+
+    def by_group(values, n):
+        return [list(values[i:i + n]) for i in range(0, len(values), n)]
+
+    scores: dict[str, dict[str, list[list[float]]]] = {}
+    states = None  # the frozen base RM's H_last, the same for every variant
+    for variant, feedback in R2M_VARIANTS.items():
+        model = R2M.from_base(base_rm_dir, policy_dim, R2MConfig(**settings, feedback=feedback, seed=seed), device=device)
+        model.total_steps = model.steps_per_update(len(splits["train"]))
+        if states is None:
+            states = {name: model.rm_states(*rows) for name, rows in flat.items()}
+        own = by_group(model.score_states(states["train"], labelling).tolist(), size)
+        model.update([g["prompt"] for g in splits["train"]], [g["responses"] for g in splits["train"]], own,
+                     by_group(hidden["train"], size))
+        if variant in out_states:
+            model.save(out_states[variant])
+        scores[variant] = {name: by_group(model.score_states(states[name], hidden[name]).tolist(), size) for name in splits}
+    rows = []
+    for variant, per_split in scores.items():
+        for name, groups in splits.items():
+            domains = sorted({g["domain"] for g in groups})
+            for domain in ["all", *domains]:
+                keep = [i for i, g in enumerate(groups) if domain in ("all", g["domain"])]
+                acc, n = gold_pair_accuracy([groups[i] for i in keep], [per_split[name][i] for i in keep])
+                rows += [{"variant": variant, "seed": seed, "split": name, "domain": domain, "metric": "gold_pair_accuracy",
+                          "value": acc}, {"variant": variant, "seed": seed, "split": name, "domain": domain,
+                                          "metric": "n_pairs", "value": float(n)}]
+    write_table(pd.DataFrame(rows), out_table)
+
+
+R2M_PAPER = {"base": 72.3, "r2m": 78.6}  # RM accuracy on held-out pairs, vanilla -> R2M (LLaMA3-8B, RLOO; METHODS.md §4)
+
+
+def r2m_tables(tables: list[str], out_table: str, out_summary: str) -> None:
+    """r2m.tsv (every seed's rows) and the gold pair accuracy per variant, split and domain as
+    mean ± 95% CI over seeds, with the paper's RM accuracy beside the fresh-rollout rows (in %;
+    theirs is an RLOO run at 8B scale, ours one iteration of iterative DPO on the testbed)."""
+    from rmroute.report import ci95
+
+    table = pd.concat([pd.read_parquet(p) for p in tables], ignore_index=True)
+    write_table(table, out_table)
+    acc = table[table["metric"] == "gold_pair_accuracy"]
+    summary = acc.groupby(["variant", "split", "domain"], sort=False)["value"].agg(
+        mean="mean", ci95=ci95, n_seeds="size").reset_index()
+    summary["paper_pct"] = [R2M_PAPER.get(v, np.nan) if (s, d) == ("fresh", "all") else np.nan
+                            for v, s, d in zip(summary["variant"], summary["split"], summary["domain"])]
+    write_table(summary, out_summary)
 
 
 # ---------------------------------------------------------------- offline router

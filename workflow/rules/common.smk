@@ -29,6 +29,16 @@ NEEDS_OFFLINE_ROUTER = any(m.needs_offline_router for m in METHODS.values())
 ROLLOUT_BUDGET = {k: config["budget"][k] for k in ("prompts_per_iteration", "samples_per_prompt", "temperature", "max_new_tokens")}
 # vLLM pins its own transformers and numpy, so its rollouts run in an environment of their own.
 ROLLOUT_ENV = "../../envs/vllm.yaml" if config.get("rollout", {}).get("backend") == "vllm" else "../../envs/rmroute.yaml"
+# The BSR evaluation (block `bsr_eval`): one BT and one BSR RM per seed, on the data of one sheet row.
+BSR_EVAL = config.get("bsr_eval", {})
+BSR_LOSSES = ["bt", "bsr"]
+BSR_SEEDS = [int(s) for s in BSR_EVAL.get("seeds", [])]
+BSR_ROW = RM_SHEET.set_index("rm_id").loc[BSR_EVAL["rm"]].to_dict() if BSR_EVAL else {}
+# The response-OOD policy: the SFT run stopped early (the same seed, data order and schedule).
+BSR_RESPONSE_SFT = {**config["sft"], "steps": BSR_EVAL["response_policy_steps"], "select": "last"} if BSR_EVAL else {}
+# R2M for one iteration (block `r2m`): its base RM is the RM of the single-RM method it names.
+R2M_CONFIG = config.get("r2m", {})
+R2M_VARIANT_NAMES = ["r2m", "r2m-noise", "r2m-untrained"]
 
 
 wildcard_constraints:
@@ -36,6 +46,8 @@ wildcard_constraints:
     seed=r"\d+",
     it=r"\d+",
     rm="|".join(RM_IDS),
+    loss="|".join(BSR_LOSSES),
+    bsr_seed=r"\d+",
 
 
 def rm_dir(rm_id):
@@ -58,6 +70,34 @@ def rm_pool_records():
 
 def get_rm_row(wildcards):
     return RM_SHEET.set_index("rm_id").loc[wildcards.rm].to_dict()
+
+
+def get_rm_init(wildcards):
+    """What a trained RM starts from (the sheet's `init`): the SFT policy, or another RM's directory."""
+    init = RM_SHEET.set_index("rm_id").loc[wildcards.rm, "init"]
+    return f"{R}/models/sft" if init == "sft" else rm_dir(init)
+
+
+def get_bsr_init(wildcards):
+    """The BSR comparison's RMs start where the sheet row they copy starts."""
+    return f"{R}/models/sft" if BSR_ROW["init"] == "sft" else rm_dir(BSR_ROW["init"])
+
+
+def get_bsr_seed(wildcards):
+    return int(wildcards.bsr_seed)
+
+
+def get_r2m_base(wildcards):
+    return rm_dir(METHODS[R2M_CONFIG["method"]].rm)
+
+
+def get_r2m_policy(wildcards):
+    """R2M reads the policy after iteration 1 of its single-RM method, the policy that sampled iteration 2."""
+    return f"{R}/runs/{R2M_CONFIG['method']}/{wildcards.seed}/it1/policy"
+
+
+def get_r2m_fresh_rollouts(wildcards):
+    return f"{R}/runs/{R2M_CONFIG['method']}/{wildcards.seed}/it2/rollouts.jsonl"
 
 
 def get_method(wildcards):
@@ -136,4 +176,8 @@ def all_targets():
     ]
     if NEEDS_OFFLINE_ROUTER:
         targets += [f"{R}/tables/offline_router.tsv", f"{R}/tables/routing_sim.tsv", f"{R}/figures/routing_regret.png"]
+    if BSR_EVAL:
+        targets += [f"{R}/tables/bsr.tsv", f"{R}/tables/bsr_summary.tsv", f"{R}/figures/bsr_norms.png"]
+    if R2M_CONFIG:
+        targets += [f"{R}/tables/r2m.tsv", f"{R}/tables/r2m_summary.tsv"]
     return targets

@@ -1,5 +1,6 @@
-# The RM pool: gold-labelled pairs from SFT samples, one RM per sheet row (BT or BSR, each on its
-# own domain mix), every RM's behaviour on held-out pairs, and the RewardBench-style table.
+# The RM pool: gold-labelled pairs from SFT samples, one RM per sheet row (BT, BSR or generative,
+# each on its own domain mix and from its own `init`), every RM's behaviour on held-out pairs, and
+# the RewardBench-style table.
 
 
 rule rm_pairs:
@@ -30,6 +31,7 @@ rule rm_pairs:
 rule train_rm:
     input:
         policy=rules.sft_policy.output.policy,
+        init=get_rm_init,
         pairs=f"{R}/data/pairs/rm_train.jsonl",
     output:
         rm=directory(f"{R}/rms/{{rm}}"),

@@ -111,17 +111,31 @@ def train_generative_rm(init_source: str, tokenizer, pairs: list[dict], *, steps
 
 
 def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: str, steps: int, batch_size: int,
-                       lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = False, use_cpu: bool = True):
-    """A sequence-classifier RM initialised from `init_source` (the SFT policy: RMs start from the
-    SFT model, as in practice), trained with TRL's RewardTrainer (BT) or its BSR subclass."""
+                       lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = False, new_layers: int = 0,
+                       freeze_init: bool = False, use_cpu: bool = True):
+    """A sequence-classifier RM initialised from `init_source` (the SFT policy, or an RM fine-tuned
+    on the RM's domains such as a generative specialist), trained with TRL's RewardTrainer (BT) or
+    its BSR subclass.
+
+    `new_layers` identity-initialised decoder layers go on top of the init's (see
+    `models.load_reward_model`); with `freeze_init` the init's embeddings and layers stay as they
+    are and only the new layers, the final norm and the score head train. Why: a classifier reads
+    the last token only, and in a shallow backbone the answer the backbone would give is complete
+    only at the top of the position that predicts it, where no later position can compare it with
+    the response; layers above the backbone can."""
     from trl import RewardConfig, RewardTrainer
 
     from rmroute.rewards.losses import BSRRewardTrainer
 
     if loss not in CLASSIFIER_LOSSES:
         raise ValueError(f"rm_pool loss {loss!r}: expected one of {CLASSIFIER_LOSSES}")
-    model = models.load_reward_model(init_source, device="cpu" if use_cpu else "auto")
+    model = models.load_reward_model(init_source, device="cpu" if use_cpu else "auto", new_layers=new_layers)
     model.config.pad_token_id = tokenizer.pad_token_id
+    if freeze_init:
+        backbone = getattr(model, model.base_model_prefix)
+        backbone.get_input_embeddings().requires_grad_(False)
+        for layer in backbone.layers[: len(backbone.layers) - new_layers]:
+            layer.requires_grad_(False)
     data = Dataset.from_list(pairs)
     epochs = max(1, math.ceil(steps * batch_size / max(1, len(pairs))))
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,383 @@
+"""R2M (Real-Time Aligned Reward Model, arXiv 2601.22664): a frozen classifier RM that reads the
+policy's hidden states.
+
+The base RM's last-token state H_last queries a cross-attention over the policy's last-layer
+hidden states h of the same prompt + response, q = H_last W_q, k = h W_k, v = h W_v,
+Ĥ = softmax(q kᵀ/√d) v W_o; the head φ scores H = (1 − ω)Ĥ + ωH_last with
+ω(t) = max(½cos(πt/T) + ½, Ω). Only the attention block and φ train (the base RM is frozen),
+on the RM's own best vs worst response per group, with 0.7·BT + 0.3·GRE (the entropy of the
+softmax of the group's standardised rewards). Scoring uses ω(T) = Ω.
+
+No public code exists; this follows the paper's description (METHODS.md §4). The controls are
+`feedback="noise"` (h replaced by Gaussian noise of the same per-dimension mean and scale),
+`feedback="untrained"` (the attention block keeps its initial weights; only φ trains) and
+`feedback="off"` (the plain base RM: its own head on H_last, and `update` trains nothing).
+
+In an iterative-DPO loop (the paper uses RLOO), per iteration k of M:
+1. rollout: the policy π_{k-1} samples the groups; `policy_hidden_states(π_{k-1}, ...)` gives
+   each prompt + response's feedback (one batched forward pass; `save_policy_hidden` keeps it);
+2. scoring: `R2M.load(base_dir, state_{k-1})` (or `R2M.from_base(base_dir, policy_dim,
+   total_steps=T)` at k = 1, with T = M × `steps_per_update(prompts per iteration)`) scores the
+   groups with `score(prompts, responses, policy_hidden)`; those scores label the DPO pairs and
+   are R2M's own scores for step 4;
+3. the DPO update gives π_k;
+4. `update(prompts, responses, own_scores, policy_hidden)` with the hidden states refreshed by
+   π_k (the paper refreshes them with the policy's last update), then `save(state_k)`.
+`rmroute.stages.r2m_probe` runs steps 2 and 4 for one iteration beside the controls.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FEEDBACKS = ("policy", "noise", "untrained", "off")
+
+
+@dataclass
+class R2MConfig:
+    """R2M settings; the defaults are the paper's where it gives them, scaled to the tiny models."""
+
+    attn_dim: int = 64  # width d of q, k and v (2048 at 8B scale; scaled down with the hidden sizes)
+    omega_floor: float = 0.6  # Ω, the floor of ω(t) (the paper uses 0.6-0.7)
+    bt_weight: float = 0.7  # weight of the BT term on the RM's own best vs worst pairs
+    gre_weight: float = 0.3  # weight of the group reward entropy
+    lr: float = 1e-3  # AdamW learning rate of the attention block and φ
+    epochs: int = 4  # passes over one iteration's groups per update
+    batch_groups: int = 32  # groups per optimiser step
+    feedback: str = "policy"  # policy = R2M; noise / untrained / off = the controls (off = the plain base RM)
+    seed: int = 0  # attention initialisation, batch order and the noise control's draws
+
+    def __post_init__(self):
+        if self.feedback not in FEEDBACKS:
+            raise ValueError(f"r2m.feedback: {self.feedback!r} is not one of {FEEDBACKS}")
+        if not 0.0 <= self.omega_floor <= 1.0:
+            raise ValueError(f"r2m.omega_floor: {self.omega_floor} is outside [0, 1]")
+        for name in ("attn_dim", "epochs", "batch_groups"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"r2m.{name}: {getattr(self, name)} must be at least 1")
+
+
+def omega(t: float, total: float, floor: float) -> float:
+    """ω(t) = max(½cos(πt/T) + ½, Ω): 1 at t = 0, decaying to the floor Ω, held there until T."""
+    if total <= 0:
+        raise ValueError(f"omega: total steps T must be positive, got {total}")
+    t = min(max(float(t), 0.0), float(total))
+    return max(0.5 * math.cos(math.pi * t / total) + 0.5, floor)
+
+
+def group_reward_entropy(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean over groups (rows) of the entropy of softmax(standardised rewards of the group).
+
+    The standard deviation carries `eps` inside the square root, so a group whose rewards are
+    all equal has z = 0, a uniform softmax (the entropy's maximum) and a zero, finite gradient."""
+    centred = rewards - rewards.mean(dim=-1, keepdim=True)
+    z = centred / torch.sqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps)
+    logp = F.log_softmax(z, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1).mean()
+
+
+def best_vs_worst_bt(rewards: torch.Tensor, own_scores: torch.Tensor) -> torch.Tensor:
+    """BT loss −log σ(r_best − r_worst), best and worst by the RM's own scores of each group.
+    Groups whose own scores are all equal give no pair; 0 when no group has one."""
+    keep = own_scores.max(dim=-1).values > own_scores.min(dim=-1).values
+    if not bool(keep.any()):
+        return rewards.sum() * 0.0
+    rows = torch.nonzero(keep).squeeze(-1)
+    best = own_scores[rows].argmax(dim=-1)
+    worst = own_scores[rows].argmin(dim=-1)
+    margin = rewards[rows, best] - rewards[rows, worst]
+    return -F.logsigmoid(margin).mean()
+
+
+class PolicyFeedbackAttention(nn.Module):
+    """One-query cross-attention: the RM's last-token state attends over the policy's token states."""
+
+    def __init__(self, rm_dim: int, policy_dim: int, attn_dim: int):
+        super().__init__()
+        self.attn_dim = attn_dim
+        self.q = nn.Linear(rm_dim, attn_dim, bias=False)
+        self.k = nn.Linear(policy_dim, attn_dim, bias=False)
+        self.v = nn.Linear(policy_dim, attn_dim, bias=False)
+        self.o = nn.Linear(attn_dim, rm_dim, bias=False)
+
+    def forward(self, h_last: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h_last [B, rm_dim], h [B, L, policy_dim], mask [B, L] (True = a real token) -> Ĥ [B, rm_dim]."""
+        q = self.q(h_last).unsqueeze(1)
+        logits = (q @ self.k(h).transpose(1, 2)).squeeze(1) / math.sqrt(self.attn_dim)
+        weights = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+        return self.o((weights.unsqueeze(1) @ self.v(h)).squeeze(1))
+
+
+# ---------------------------------------------------------------- hidden states
+
+
+def _left_padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for j, r in enumerate(rows):
+        ids[j, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[j, width - len(r):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def policy_hidden_states(policy, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
+                         max_length: int = 256, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """The policy's last-layer hidden state of every token of prompt + response (+EOS), one
+    [tokens, hidden] tensor per row, from one batched forward pass per `batch_size` rows.
+
+    Prompt and response are tokenised separately and concatenated, as in SFT and DPO, and the
+    sequence is left-padded with positions counted from its first real token, as the policy saw
+    it while sampling. Rows longer than `max_length` keep their last `max_length` tokens."""
+    device = next(policy.parameters()).device
+    eos = tokenizer.eos_token or ""
+    out: list[torch.Tensor] = []
+    for i in range(0, len(prompts), batch_size):
+        rows = []
+        for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size]):
+            r = r[:-len(eos)] if eos and r.endswith(eos) else r
+            ids = tokenizer(p, add_special_tokens=False)["input_ids"] + tokenizer(r + eos, add_special_tokens=False)["input_ids"]
+            rows.append(ids[-max_length:])
+        ids, mask = _left_padded(rows, tokenizer.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                        output_hidden_states=True).hidden_states[-1]
+        for j, r in enumerate(rows):
+            out.append(hidden[j, hidden.shape[1] - len(r):].to(dtype).cpu())
+    return out
+
+
+def save_policy_hidden(states: list[torch.Tensor], path: str | os.PathLike) -> None:
+    """Hidden states of a rollout as one safetensors file (rows concatenated + their offsets),
+    written to a temporary name and renamed."""
+    from safetensors.torch import save_file
+
+    from rmroute.io import tmp_path
+
+    lengths = torch.tensor([s.shape[0] for s in states], dtype=torch.long)
+    tmp = tmp_path(path)
+    save_file({"states": torch.cat(states).contiguous(), "lengths": lengths}, str(tmp))
+    tmp.replace(path)
+
+
+def load_policy_hidden(path: str | os.PathLike) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    return list(torch.split(tensors["states"], tensors["lengths"].tolist()))
+
+
+def _pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(s.shape[0] for s in states)
+    h = torch.zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
+    mask = torch.zeros(len(states), width, dtype=torch.bool)
+    for j, s in enumerate(states):
+        h[j, : s.shape[0]] = s.float()
+        mask[j, : s.shape[0]] = True
+    return h, mask
+
+
+# ---------------------------------------------------------------- the model
+
+
+class R2M(nn.Module):
+    """A frozen base classifier RM + the trainable policy-feedback attention and score head φ.
+
+    `score` rates (prompt, response) rows given the policy's hidden states of those rows; `update`
+    trains on one iteration's groups; `save` / `load` keep the trained state as one safetensors
+    file (attention, φ, the step counter t and the schedule length T)."""
+
+    STATE_KEYS = ("attn_dim", "omega_floor", "feedback", "policy_dim", "rm_dim")
+
+    def __init__(self, base, tokenizer, policy_dim: int, config: R2MConfig | None = None, *, total_steps: int = 1,
+                 max_length: int = 256, batch_size: int = 64):
+        super().__init__()
+        self.config = config or R2MConfig()
+        head = getattr(base, "score", None)
+        if not isinstance(head, nn.Linear) or head.out_features != 1:
+            raise ValueError(f"R2M needs a sequence-classifier base RM with a one-output linear `score` head reading the "
+                             f"last token (Llama, Qwen, Mistral, ...); {type(base).__name__} has none")
+        self.base = base.eval()
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.rm_dim, self.policy_dim = head.in_features, int(policy_dim)
+        self.max_length, self.batch_size = max_length, batch_size
+        with torch.random.fork_rng(devices=[]):  # seed the attention's initial weights without moving the global stream
+            torch.manual_seed(self.config.seed)
+            self.attention = PolicyFeedbackAttention(self.rm_dim, self.policy_dim, self.config.attn_dim)
+        self.head = copy.deepcopy(head).float().requires_grad_(True)  # φ starts as the base RM's head
+        if self.config.feedback == "untrained":
+            self.attention.requires_grad_(False)
+        self.step, self.total_steps = 0, int(total_steps)
+        self._noise = torch.Generator().manual_seed(self.config.seed + 1)
+
+    # ---- construction and files
+
+    @classmethod
+    def from_base(cls, base_dir: str | os.PathLike, policy_dim: int, config: R2MConfig | None = None, *,
+                  total_steps: int = 1, device: str = "cpu", **kwargs) -> R2M:
+        """R2M around the classifier RM saved at `base_dir` (a `save_pretrained` directory or hub id)."""
+        from rmroute import models
+
+        base = models.load_reward_model(base_dir, device=device)
+        tokenizer = models.load_tokenizer(base_dir)
+        base.config.pad_token_id = tokenizer.pad_token_id
+        return cls(base, tokenizer, policy_dim, config, total_steps=total_steps, **kwargs)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {f"attention.{k}": v for k, v in self.attention.state_dict().items()}
+        state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return state
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The trained part and the schedule position as one safetensors file, renamed into place."""
+        from safetensors.torch import save_file
+
+        from rmroute.io import tmp_path
+
+        meta = {"step": str(self.step), "total_steps": str(self.total_steps), "config": json.dumps(asdict(self.config)),
+                "policy_dim": str(self.policy_dim), "rm_dim": str(self.rm_dim)}
+        tmp = tmp_path(path)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, base_dir: str | os.PathLike, state_path: str | os.PathLike, *, device: str = "cpu", **kwargs) -> R2M:
+        """R2M around `base_dir` with the trained state of `state_path` (from `save`)."""
+        from safetensors import safe_open
+
+        with safe_open(str(state_path), framework="pt") as fh:
+            meta = fh.metadata()
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        model = cls.from_base(base_dir, int(meta["policy_dim"]), R2MConfig(**json.loads(meta["config"])),
+                              total_steps=int(meta["total_steps"]), device=device, **kwargs)
+        if model.rm_dim != int(meta["rm_dim"]):
+            raise ValueError(f"R2M state {str(state_path)!r} was trained on an RM of width {meta['rm_dim']}, "
+                             f"but {str(base_dir)!r} has width {model.rm_dim}")
+        model.attention.load_state_dict({k[len("attention."):]: v for k, v in tensors.items() if k.startswith("attention.")})
+        model.head.load_state_dict({k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")})
+        model.step = int(meta["step"])
+        return model
+
+    # ---- the forward pass
+
+    @torch.no_grad()
+    def rm_states(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """H_last of the frozen base RM for each row: its last token's final hidden state, which
+        its score head reads (prompt + response + EOS, as in RM training and scoring)."""
+        device = next(self.base.parameters()).device
+        eos = self.tokenizer.eos_token or ""
+        texts = [p + (r if r.endswith(eos) else r + eos) for p, r in zip(prompts, responses)]
+        backbone = getattr(self.base, self.base.base_model_prefix)
+        rows = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                                 max_length=self.max_length, add_special_tokens=False).to(device)
+            hidden = backbone(**enc).last_hidden_state
+            last = enc["attention_mask"].shape[1] - 1 - enc["attention_mask"].flip(-1).argmax(-1)  # rightmost real token
+            rows.append(hidden[torch.arange(hidden.shape[0], device=device), last].float().cpu())
+        return torch.cat(rows)
+
+    def _feedback(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The policy states, or (noise control) Gaussian noise with their per-dimension mean and std."""
+        if self.config.feedback != "noise":
+            return h
+        real = h[mask]
+        mean, std = real.mean(0), real.std(0)
+        return torch.randn(h.shape, generator=self._noise) * std + mean
+
+    def rewards_from_states(self, h_last: torch.Tensor, h: torch.Tensor, mask: torch.Tensor, w: float) -> torch.Tensor:
+        """φ((1 − ω)Ĥ + ωH_last) for precomputed base states and (padded) policy states."""
+        blended = (1.0 - w) * self.attention(h_last, self._feedback(h, mask), mask) + w * h_last
+        return self.head(blended).squeeze(-1)
+
+    @torch.no_grad()
+    def base_scores(self, h_last: torch.Tensor) -> np.ndarray:
+        """The plain base RM's rewards: its own (frozen) head on H_last."""
+        head = self.base.score
+        return head(h_last.to(head.weight.device, head.weight.dtype)).squeeze(-1).float().cpu().numpy()
+
+    @property
+    def omega_eval(self) -> float:
+        """ω(T): the weight the trained R2M scores with."""
+        return omega(self.total_steps, self.total_steps, self.config.omega_floor)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], policy_hidden: list[torch.Tensor]) -> np.ndarray:
+        """R2M rewards of (prompt, response) rows, given each row's policy hidden states, at ω(T)."""
+        if not (len(prompts) == len(responses) == len(policy_hidden)):
+            raise ValueError(f"score: {len(prompts)} prompts, {len(responses)} responses and {len(policy_hidden)} "
+                             "policy hidden-state rows must match")
+        return self.score_states(self.rm_states(prompts, responses), policy_hidden)
+
+    @torch.no_grad()
+    def score_states(self, h_last: torch.Tensor, policy_hidden: list[torch.Tensor]) -> np.ndarray:
+        """`score` from precomputed base states H_last (see `rm_states`)."""
+        if self.config.feedback == "off":
+            return self.base_scores(h_last)
+        out = []
+        for i in range(0, len(policy_hidden), self.batch_size):
+            h, mask = _pad_states(policy_hidden[i:i + self.batch_size])
+            out.append(self.rewards_from_states(h_last[i:i + self.batch_size], h, mask, self.omega_eval))
+        return torch.cat(out).numpy()
+
+    # ---- training
+
+    def steps_per_update(self, n_groups: int) -> int:
+        """Optimiser steps one `update` on `n_groups` groups takes (to size the schedule's T)."""
+        return self.config.epochs * math.ceil(n_groups / self.config.batch_groups)
+
+    def update(self, prompts: list[str], responses: list[list[str]], own_scores: list[list[float]],
+               policy_hidden: list[list[torch.Tensor]]) -> list[dict]:
+        """Train the attention block and φ on one iteration's groups.
+
+        `prompts[g]` has the responses `responses[g]`, the scores this R2M gave them when it
+        labelled the iteration (`own_scores[g]`: they choose the best vs worst pair) and the
+        policy's hidden states of each prompt + response (`policy_hidden[g]`). Each optimiser
+        step uses ω(t) and advances t; the base RM stays frozen. Returns one log row per step
+        (none for the `off` control, which has nothing to train)."""
+        if self.config.feedback == "off":
+            return []
+        n = {len(r) for r in responses}
+        if len(n) != 1 or min(n) < 2:
+            raise ValueError(f"update: every group needs the same number (≥ 2) of responses, got sizes {sorted(n)}")
+        if not (len(prompts) == len(responses) == len(own_scores) == len(policy_hidden)):
+            raise ValueError("update: prompts, responses, own_scores and policy_hidden must have one entry per group")
+        size = n.pop()
+        flat_prompts = [p for p, group in zip(prompts, responses) for _ in group]
+        h_last = self.rm_states(flat_prompts, [r for group in responses for r in group]).view(len(prompts), size, -1)
+        own = torch.tensor(own_scores, dtype=torch.float32)
+        params = [p for p in (*self.attention.parameters(), *self.head.parameters()) if p.requires_grad]
+        optimiser = torch.optim.AdamW(params, lr=self.config.lr)
+        order = torch.Generator().manual_seed(self.config.seed * 1000 + self.step)
+        log = []
+        self.train()
+        for _ in range(self.config.epochs):
+            perm = torch.randperm(len(prompts), generator=order).tolist()
+            for i in range(0, len(perm), self.config.batch_groups):
+                batch = perm[i:i + self.config.batch_groups]
+                h, mask = _pad_states([s for g in batch for s in policy_hidden[g]])
+                w = omega(self.step, self.total_steps, self.config.omega_floor)
+                rewards = self.rewards_from_states(h_last[batch].reshape(-1, self.rm_dim), h, mask, w).view(len(batch), size)
+                bt = best_vs_worst_bt(rewards, own[batch])
+                gre = group_reward_entropy(rewards)
+                loss = self.config.bt_weight * bt + self.config.gre_weight * gre
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                log.append({"step": self.step, "omega": w, "loss": loss.item(), "bt": bt.item(), "gre": gre.item()})
+                self.step += 1
+        self.eval()
+        return log
