@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from scipy import stats
-from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from rmroute import models, stages
 from rmroute.io import read_jsonl, write_jsonl
@@ -24,7 +23,8 @@ from rmroute.rewards.bsr_eval import (
 )
 from rmroute.rewards.pool import preference_pairs
 from rmroute.rewards.r2m import R2M
-from rmroute.testbed import TestbedConfig, generate_splits, score_record
+from rmroute.testbed import score_record
+from tiny_artefacts import tiny_splits, tiny_tokenizer, tiny_classifier
 
 torch.set_num_threads(1)
 
@@ -78,9 +78,8 @@ def test_effective_rank_shift_and_summary():
 def tiny(tmp_path_factory):
     """Testbed splits, a tokenizer, a tiny SFT-like policy and its pairs, saved as a results tree."""
     root = tmp_path_factory.mktemp("bsr")
-    splits = generate_splits(TestbedConfig(n_entities=20, split_sizes={"sft": 60, "rm_train": 10, "router_offline": 5,
-                                                                       "rollout": 12, "test": 6}, ood_size=4))
-    tok = models.train_tokenizer([r["prompt"] + r["answer"] for r in splits["sft"]], 400)
+    splits = tiny_splits(rollout=12, test=6)
+    tok = tiny_tokenizer(splits)
     torch.manual_seed(0)
     policy = models.build_policy(tok, 32, 1, 2, 64, 128)
     models.save_atomic(policy, tok, root / "sft")
@@ -131,9 +130,7 @@ def test_bsr_stages_write_the_tidy_table_and_the_figure(tiny, tmp_path):
 
 def test_last_hidden_states_are_what_the_score_head_reads(tiny):
     root, tok, splits = tiny
-    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                                    num_attention_heads=2, intermediate_size=64, num_labels=1,
-                                                    pad_token_id=tok.pad_token_id)).eval()
+    rm = tiny_classifier(tok).eval()
     prompts = [r["prompt"] for r in splits["test"][:5]]
     responses = [" 3", " blue green red", " no", " 12", " yes"]
     rewards, states, residual = last_hidden_states(rm, tok, prompts, responses)
@@ -150,9 +147,7 @@ def test_r2m_probe_trains_the_variants_and_measures_them_beside_the_base_rm(tiny
     budget = {"prompts_per_iteration": 8, "samples_per_prompt": 4, "temperature": 1.0, "max_new_tokens": 6}
     for it in (1, 2):
         stages.rollout(str(root / "sft"), str(root / "rollout.jsonl"), budget, 0, it, 1, "cpu", str(tmp_path / f"it{it}.jsonl"))
-    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                                    num_attention_heads=2, intermediate_size=64, num_labels=1,
-                                                    pad_token_id=tok.pad_token_id))
+    rm = tiny_classifier(tok)
     models.save_atomic(rm, tok, tmp_path / "base")
     states = {v: str(tmp_path / f"{v}.safetensors") for v in stages.R2M_TRAINED}
     settings = {"method": "rm-a", "attn_dim": 8, "epochs": 2, "batch_groups": 4, "lr": 1e-2}

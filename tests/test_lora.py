@@ -16,7 +16,7 @@ from rmroute.dpo import RoutedDPOTrainer, routed_dpo_config
 from rmroute.methods import Method, Recipe, build_router
 from rmroute.online import RoutedLabeler
 from rmroute.routers import make_normaliser
-from rmroute.testbed import TestbedConfig, generate_splits
+from tiny_artefacts import tiny_splits, tiny_tokenizer
 
 BLOCK = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "save": "adapter"}
 METHOD = Method(name="rm", router="single", arm=0, batch_prompts=4, pairs_per_prompt=1,
@@ -38,9 +38,8 @@ class PrefersGold:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("lora")
-    splits = generate_splits(TestbedConfig(n_entities=20, split_sizes={"sft": 60, "rm_train": 10, "router_offline": 5,
-                                                                       "rollout": 10, "test": 8}, ood_size=4))
-    tok = models.train_tokenizer([r["prompt"] + r["answer"] for r in splits["sft"]], 400)
+    splits = tiny_splits()
+    tok = tiny_tokenizer(splits)
     torch.manual_seed(0)
     models.save_atomic(models.build_policy(tok, 32, 1, 2, 64, 128), tok, root / "base")
     pairs = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": " zz zz"} for r in splits["sft"][:12]]

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from rmroute import models
 from rmroute.rewards.losses import bsr_penalty
@@ -18,7 +17,7 @@ from rmroute.rewards.pool import (
     preference_pairs,
     rm_training_pairs,
 )
-from rmroute.testbed import TestbedConfig, generate_splits
+from tiny_artefacts import tiny_splits, tiny_tokenizer, tiny_classifier
 
 torch.set_num_threads(1)
 
@@ -27,15 +26,12 @@ torch.set_num_threads(1)
 def tiny(tmp_path_factory):
     """A tokenizer, a policy and an RM saved with save_pretrained, as any local checkpoint would be."""
     root = tmp_path_factory.mktemp("tiny")
-    splits = generate_splits(TestbedConfig(n_entities=20, split_sizes={"sft": 60, "rm_train": 10, "router_offline": 5,
-                                                                       "rollout": 10, "test": 8}, ood_size=4))
-    tok = models.train_tokenizer([r["prompt"] + r["answer"] for r in splits["sft"]], 400)
+    splits = tiny_splits()
+    tok = tiny_tokenizer(splits)
     torch.manual_seed(0)
     policy = models.build_policy(tok, 32, 1, 2, 64, 128)
     models.save_atomic(policy, tok, root / "policy")
-    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                                    num_attention_heads=2, intermediate_size=64, num_labels=1,
-                                                    pad_token_id=tok.pad_token_id))
+    rm = tiny_classifier(tok)
     models.save_atomic(rm, tok, root / "rm")
     return root, splits
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import LlamaConfig, LlamaForSequenceClassification
 from trl import RewardConfig
 
 from rmroute import models
@@ -25,7 +24,7 @@ from rmroute.rewards.r2m import (
     policy_hidden_states,
     save_policy_hidden,
 )
-from rmroute.testbed import TestbedConfig, generate_splits
+from tiny_artefacts import tiny_splits, tiny_tokenizer, tiny_classifier
 
 torch.set_num_threads(1)
 
@@ -34,14 +33,11 @@ torch.set_num_threads(1)
 def tiny(tmp_path_factory):
     """A tokenizer, a tiny policy (width 24) and a tiny classifier RM (width 32), saved as checkpoints."""
     root = tmp_path_factory.mktemp("r2m")
-    splits = generate_splits(TestbedConfig(n_entities=20, split_sizes={"sft": 60, "rm_train": 12, "router_offline": 5,
-                                                                       "rollout": 10, "test": 8}, ood_size=4))
-    tok = models.train_tokenizer([r["prompt"] + r["answer"] for r in splits["sft"]], 400)
+    splits = tiny_splits(rm_train=12)
+    tok = tiny_tokenizer(splits)
     torch.manual_seed(0)
     models.save_atomic(models.build_policy(tok, 24, 1, 2, 48, 128), tok, root / "policy")
-    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                                    num_attention_heads=2, intermediate_size=64, num_labels=1,
-                                                    pad_token_id=tok.pad_token_id))
+    rm = tiny_classifier(tok)
     models.save_atomic(rm, tok, root / "rm")
     records = splits["rm_train"][:8]
     groups = {"prompts": [r["prompt"] for r in records],
