@@ -69,9 +69,14 @@ def test_the_slurm_profile_sends_model_rules_to_its_gpu_partition():
     assert {"rollout", "train_iteration", "evaluate"} <= seen
 
 
-def test_paper_tiny_keeps_the_test_configs_recipes_and_methods():
+def test_paper_tiny_keeps_the_test_configs_recipes_and_both_papers_routers():
+    """The paper path runs the two routed methods (LinUCB with the previous policy as reference,
+    Thompson with the SFT reference) as the .test config defines them; the single-RM, ensemble and
+    oracle methods share their code path and run in the .test workflow."""
     tiny, test = (yaml.safe_load(p.read_text()) for p in (PAPER_TINY, ROOT / ".test" / "config" / "config.yaml"))
-    assert tiny["recipes"] == test["recipes"] and tiny["methods"] == test["methods"]
+    assert tiny["recipes"] == test["recipes"]
+    assert {m["router"] for m in tiny["methods"].values()} == {"linucb", "thompson"}
+    assert all(test["methods"][name] == m for name, m in tiny["methods"].items())
     paper = yaml.safe_load(PAPER.read_text())
     assert set(tiny["hf_data"]) == set(paper["hf_data"]) and set(tiny["lora"]) == set(paper["lora"])
     assert "/" in tiny["policy"]["source"] and not (ROOT / tiny["policy"]["source"]).exists()  # a hub id, as in paper.yaml
