@@ -70,7 +70,12 @@ class Method:
     combine: str = _help("ensemble combination: mean | min | uncertainty | vote", "mean")
     uncertainty_k: float = _help("k of the uncertainty ensemble (mean - k std)", 1.0)
     fused: bool = _help("bayesian-fused ablation: posterior-weighted sum of every RM's z-scores", False)
-    noise_sigma: float = _help("Gaussian noise added to every RM score (robustness test)", 0.0)
+    noise_sigma: float = _help("Gaussian noise (standard deviation) added to RM scores (robustness test)", 0.0)
+    noise_rm: str | None = _help("the rm_id whose scores get the noise; None = every RM's", None)
+    rms: tuple = _help("rm_ids of the method's pool in arm order (default: every sheet row but R2M rows; "
+                       "RMs that join later come last)", ())
+    join: dict = field(default_factory=dict, metadata={
+        "help": "rm_id -> the iteration it joins the pool at (add-an-RM experiment); absent = from iteration 1"})
     pairs_per_prompt: int = _help("budget.pairs_per_prompt", 2)
     batch_prompts: int = _help("budget.batch_prompts: prompts per training batch (and per-batch decision)", 16)
 
@@ -82,12 +87,22 @@ class Method:
     def needs_offline_router(self) -> bool:
         return self.router in OFFLINE_ROUTERS
 
+    def active_rms(self, it: int) -> list[str]:
+        """The pool at iteration `it`, in arm order: every RM that has joined by then. Late RMs
+        come last in `rms`, so an arm keeps its index once it has joined."""
+        return [rm for rm in self.rms if self.join.get(rm, 1) <= it]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["rms"] = list(self.rms)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Method:
-        return cls(**{**data, "recipe": Recipe(**data["recipe"])})
+        if not data.get("rms"):
+            raise ValueError(f"method {data.get('name')!r}: no `rms` (pool) in the resolved method; resolve it with "
+                             "resolve_methods")
+        return cls(**{**data, "recipe": Recipe(**data["recipe"]), "rms": tuple(data["rms"]), "join": dict(data.get("join", {}))})
 
 
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
@@ -95,11 +110,16 @@ METHOD_KEYS = tuple(f.name for f in fields(Method) if f.name not in ("name", "re
                                                                       "pairs_per_prompt", "batch_prompts"))
 
 
-def resolve_methods(config: dict, rm_ids: list[str]) -> dict[str, Method]:
+EXTENDABLE_ROUTERS = ("linucb", "thompson", "random", "ensemble", "oracle")  # routers whose state grows with the pool
+
+
+def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = ()) -> dict[str, Method]:
     """Every method of the config with its recipe, budget and router parameters filled in, or a
-    ConfigError naming the field that cannot work."""
+    ConfigError naming the field that cannot work. `opt_in` are rm_ids a method's pool holds only
+    when the method names them (R2M rows: they train inside the loop of every method that holds them)."""
     out = {}
     budget = config["budget"]
+    iterations = budget["iterations"]
     for name, spec in config["methods"].items():
         where = f"methods.{name}"
         router = spec.get("router")
@@ -112,12 +132,37 @@ def resolve_methods(config: dict, rm_ids: list[str]) -> dict[str, Method]:
         own = {k: v for k, v in spec.items() if k in METHOD_KEYS}
         method = Method(name=name, recipe_name=recipe_name, recipe=recipe, pairs_per_prompt=budget["pairs_per_prompt"],
                         batch_prompts=budget["batch_prompts"], **{"granularity": DEFAULT_GRANULARITY[router], **own})
+        rms = list(spec.get("rms", [r for r in rm_ids if r not in opt_in]))
+        for rm in rms:
+            if rm not in rm_ids:
+                raise ConfigError(f"{where}.rms: {rm!r} is not an rm_id of the RM sheet ({rm_ids})")
+        if len(set(rms)) != len(rms) or not rms:
+            raise ConfigError(f"{where}.rms: needs at least one RM and no repeats, got {rms}")
         if router == "single":
             if spec.get("rm") not in rm_ids:
                 raise ConfigError(f"{where}.rm: {spec.get('rm')!r} is not an rm_id of the RM sheet ({rm_ids})")
-            method = replace(method, arm=rm_ids.index(spec["rm"]))
+            if spec["rm"] not in rms:
+                rms.append(spec["rm"])
         elif "rm" in spec:
             raise ConfigError(f"{where}.rm: only router 'single' takes an rm (router is {router!r})")
+        join = dict(spec.get("join", {}))
+        for rm, first in join.items():
+            if rm not in rms:
+                raise ConfigError(f"{where}.join: {rm!r} is not in the method's pool ({rms})")
+            if not 2 <= int(first) <= iterations:
+                raise ConfigError(f"{where}.join.{rm}: iteration {first} must lie in [2, budget.iterations={iterations}]")
+        if join and router not in EXTENDABLE_ROUTERS:
+            raise ConfigError(f"{where}.join: router {router!r} cannot take an RM mid-run; use one of {list(EXTENDABLE_ROUTERS)}")
+        if join and len(join) == len(rms):
+            raise ConfigError(f"{where}.join: every RM of the pool joins late; iteration 1 would have none")
+        if join and method.recipe.normaliser != "quantile":
+            raise ConfigError(f"{where}.join: needs normaliser 'quantile' (shared by all arms), got {method.recipe.normaliser!r}")
+        if spec.get("noise_rm") is not None and spec["noise_rm"] not in rms:
+            raise ConfigError(f"{where}.noise_rm: {spec['noise_rm']!r} is not in the method's pool ({rms})")
+        rms = [r for r in rms if r not in join] + sorted(join, key=lambda r: (int(join[r]), rms.index(r)))
+        method = replace(method, rms=tuple(rms), join={r: int(v) for r, v in join.items()})
+        if router == "single":
+            method = replace(method, arm=rms.index(spec["rm"]))
         if router in OFFLINE_ROUTERS and method.granularity != "pair":
             raise ConfigError(f"{where}.granularity: router {router!r} routes candidate pairs; use 'pair'")
         if method.granularity == "pair" and router not in PAIR_ROUTERS:

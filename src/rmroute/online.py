@@ -71,13 +71,15 @@ def training_batches(groups: list[dict], batch_prompts: int, order: str, seed: s
 class ScoreCache:
     """Scores each (RM, prompt, response) once and counts the calls per RM.
 
-    `noise_sigma` > 0 adds Gaussian noise to every score a method sees (LASeR's robustness test).
+    `noise_sigma` > 0 adds Gaussian noise to every score a method sees (LASeR's robustness test),
+    or only to the scores of arm `noisy_arm` when given.
     """
 
-    def __init__(self, pool, noise_sigma: float = 0.0, seed: int = 0):
+    def __init__(self, pool, noise_sigma: float = 0.0, seed: int = 0, noisy_arm: int | None = None):
         self.pool = pool
         self.cache: dict[tuple[int, int, int], float] = {}
         self.noise_sigma = noise_sigma
+        self.noisy_arm = noisy_arm
         self.noise = np.random.default_rng(seed)
 
     def score(self, k: int, groups: list[dict], wanted: list[tuple[int, int]]) -> int:
@@ -86,7 +88,7 @@ class ScoreCache:
         if not todo:
             return 0
         values = self.pool[k].score([groups[g]["prompt"] for g, _ in todo], [groups[g]["responses"][i] for g, i in todo])
-        if self.noise_sigma > 0:
+        if self.noise_sigma > 0 and self.noisy_arm in (None, k):
             values = np.asarray(values) + self.noise.normal(0.0, self.noise_sigma, len(values))
         for (g, i), v in zip(todo, values):
             self.cache[(k, g, i)] = float(v)
@@ -103,8 +105,9 @@ def gold_agreement(gold: list[float] | None, pairs: list[tuple[int, int]]) -> fl
     return float(np.mean([1.0 if gold[w] > gold[lo] else 0.5 if gold[w] == gold[lo] else 0.0 for w, lo in pairs]))
 
 
-def ranking_agreement(scores: list[float], gold: list[float]) -> float:
-    """How well one RM's ranking of a group agrees with gold, over pairs gold can tell apart."""
+def ranking_counts(scores: list[float], gold: list[float]) -> tuple[float, int]:
+    """(pairs on which the scores order the responses as gold does, ties counting half; pairs gold
+    can tell apart) over every pair of one group."""
     agree, total = 0.0, 0
     for a, b in candidate_pairs(len(scores)):
         if gold[a] == gold[b]:
@@ -114,6 +117,12 @@ def ranking_agreement(scores: list[float], gold: list[float]) -> float:
             agree += 1
         elif scores[a] == scores[b]:
             agree += 0.5
+    return agree, total
+
+
+def ranking_agreement(scores: list[float], gold: list[float]) -> float:
+    """How well one RM's ranking of a group agrees with gold, over pairs gold can tell apart."""
+    agree, total = ranking_counts(scores, gold)
     return agree / total if total else 0.5
 
 
@@ -171,7 +180,11 @@ class RoutedLabeler:
         """
         if self._pending is not None:
             raise RuntimeError("label() called twice without feedback(): the router would decide without the last step's reward")
-        cache = ScoreCache(self.pool, self.method.noise_sigma, self.noise_seed * 100003 + step)
+        noisy = None
+        if self.method.noise_rm is not None:
+            noisy = [rm.rm_id for rm in self.pool].index(self.method.noise_rm) if any(
+                rm.rm_id == self.method.noise_rm for rm in self.pool) else -1  # -1: the noisy RM has not joined yet
+        cache = ScoreCache(self.pool, self.method.noise_sigma, self.noise_seed * 100003 + step, noisy)
         pairs: list[dict] = []
         decisions: list[dict] = []  # context, arm, the pairs and log rows each produced
         if self.method.granularity == "pair":
@@ -199,7 +212,8 @@ class RoutedLabeler:
         return {"decision_id": decision_id, "step": step, "router_updates": self.updates, "rm": rm, "arm": arm,
                 "reward_timing": self.method.recipe.reward_timing,
                 "score_gap": gap, "route_seconds": seconds, "rm_calls": calls,
-                "bandit_reward_raw": float("nan"), "bandit_reward_norm": float("nan"), "loss": float("nan")}
+                "bandit_reward_raw": float("nan"), "bandit_reward_norm": float("nan"), "loss": float("nan"),
+                "gold_pairs": 0, "gold_pairs_agree": float("nan")}
 
     def _label_groups(self, groups, step, cache, pairs, decisions) -> None:
         """One decision per batch or per query (everything but per-pair routing)."""
@@ -248,6 +262,9 @@ class RoutedLabeler:
                 decision_id = f"s{step}:{group['id']}"
             # The batch's RM calls are logged on its first row, so their sum over rows is the cost.
             row = self._row(decision_id, step, rm_name, k, _top_gap(scores), seconds, calls if g == 0 else 0)
+            # The RM's gold pair accuracy on this group (analysis only: no router reads it).
+            agree, total = ranking_counts(scores, group["gold"]) if group.get("gold") is not None else (float("nan"), 0)
+            row.update(gold_pairs=total, gold_pairs_agree=agree)
             self._emit(group, built, decision, row, pairs)
 
     def _group_contexts(self, groups: list[dict]) -> np.ndarray:

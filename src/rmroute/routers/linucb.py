@@ -73,6 +73,16 @@ class LinUCBRouter:
             self.b[k] += rewards[rows] @ contexts[rows]
         self._refresh(touched)
 
+    def add_arms(self, n: int, prior_means: np.ndarray | None = None) -> None:
+        """Extend the pool by `n` arms with LinUCB's initial state (A = I, b = 0); the learned
+        arms keep theirs. Arms are disjoint, so this is the state the router would have had with
+        the new arms present and never chosen."""
+        self.A = np.concatenate([self.A, np.tile(np.eye(self.dim), (n, 1, 1))])
+        self.b = np.concatenate([self.b, np.zeros((n, self.dim))])
+        self.A_inv, self.theta = np.empty_like(self.A), np.empty_like(self.b)
+        self.n_arms += n
+        self._refresh(range(self.n_arms))
+
     def state_dict(self) -> dict:
         return {
             "router": self.name, "n_arms": self.n_arms, "dim": self.dim, "alpha": self.alpha,

@@ -61,6 +61,10 @@ class RandomRouter:
     def update(self, contexts: np.ndarray, chosen: np.ndarray, rewards: np.ndarray) -> None:
         check_update(contexts, chosen, rewards, self.n_arms, self.dim)
 
+    def add_arms(self, n: int, prior_means: np.ndarray | None = None) -> None:
+        """Extend the pool by `n` arms, drawn uniformly from the next decision on."""
+        self.n_arms += int(n)
+
     def state_dict(self) -> dict:
         return {"router": self.name, "n_arms": self.n_arms, "dim": self.dim, "rng": rng_state(self.rng)}
 

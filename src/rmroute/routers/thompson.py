@@ -99,6 +99,20 @@ class ThompsonRouter:
             self.b[n] += rewards[rows] @ contexts[rows] / self.noise_var
         self._refresh(touched)
 
+    def add_arms(self, n: int, prior_means: np.ndarray | None = None) -> None:
+        """Extend the pool by `n` arms with priors N(μ, λ0⁻¹I), μ the rows of `prior_means`
+        (None = zeros, the zero-prior ablation); the learned arms keep their posteriors."""
+        prior_means = np.zeros((n, self.dim)) if prior_means is None else prior_means
+        prior_means = check_contexts(prior_means, self.dim, name="prior_means")
+        if len(prior_means) != n:
+            raise ValueError(f"prior_means must have shape ({n}, {self.dim}), got {prior_means.shape}")
+        self.prior_means = np.concatenate([self.prior_means, prior_means])
+        self.precision = np.concatenate([self.precision, np.tile(self.lambda0 * np.eye(self.dim), (n, 1, 1))])
+        self.b = np.concatenate([self.b, self.lambda0 * prior_means])
+        self.mean, self.cov_root = np.empty_like(self.b), np.empty_like(self.precision)
+        self.n_arms += n
+        self._refresh(range(self.n_arms))
+
     def state_dict(self) -> dict:
         return {
             "router": self.name, "n_arms": self.n_arms, "dim": self.dim,
