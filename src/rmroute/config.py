@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rmroute.rewards.sources import parse_r2m_source
+
 from rmroute.methods import ConfigError, Method, resolve_methods
 from rmroute.testbed import ATTRIBUTES, DOMAINS
 
@@ -46,7 +48,16 @@ def check_rm_sheet(sheet: pd.DataFrame, root: str | os.PathLike, domains: tuple[
     for _, row in sheet.iterrows():
         where = f"rm_pool[{row['rm_id']}]"
         source = str(row["source"])
-        if source == "train":
+        r2m = parse_r2m_source(source)
+        if r2m:
+            base = r2m[1]
+            if base not in set(sheet["rm_id"]):
+                raise ConfigError(f"{where}.source: R2M base {base!r} is not an rm_id of the sheet ({list(sheet['rm_id'])})")
+            base_row = sheet.set_index("rm_id").loc[base]
+            if parse_r2m_source(base_row["source"]) or base_row["loss"] not in ("bt", "bsr"):
+                raise ConfigError(f"{where}.source: R2M reads a classifier RM's last-token state; its base {base!r} has "
+                                  f"source {base_row['source']!r} and loss {base_row['loss']!r} (needs loss bt or bsr)")
+        elif source == "train":
             total = 0.0
             for part in str(row["domain_mix"]).split(","):
                 domain, _, weight = part.partition(":")
@@ -159,7 +170,8 @@ def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFra
         raise ConfigError(f"{where}{'.' + field if field else ''}: {message}") from None
     check_rm_sheet(sheet, root, DOMAINS)
     check_config(config, root)
-    methods = resolve_methods(config, list(sheet["rm_id"]))
+    r2m_rows = tuple(r for r, source in zip(sheet["rm_id"], sheet["source"]) if parse_r2m_source(source))
+    methods = resolve_methods(config, list(sheet["rm_id"]), opt_in=r2m_rows)
     check_rm_experiments(config, sheet, methods)
     return config, sheet, methods
 
@@ -180,7 +192,18 @@ def check_rm_experiments(config: dict, sheet: pd.DataFrame, methods: dict) -> No
         if block["response_policy_steps"] >= config["sft"]["steps"]:
             raise ConfigError(f"bsr_eval.response_policy_steps: {block['response_policy_steps']} must be below sft.steps "
                               f"({config['sft']['steps']}): the response-OOD policy is an earlier SFT checkpoint")
-    if "r2m" in config:
+    for variant, name in config.get("r2m", {}).get("compare", {}).items():
+        where = f"r2m.compare.{variant}"
+        if name not in methods:
+            raise ConfigError(f"{where}: {name!r} is not a method of the config ({sorted(methods)})")
+        if methods[name].router != "single":
+            raise ConfigError(f"{where}: {name!r} has router {methods[name].router!r}; the comparison is of single-RM runs")
+        parsed = parse_r2m_source(rows.loc[methods[name].rm, "source"])
+        wanted = {"r2m": "policy", "r2m-noise": "noise", "r2m-untrained": "untrained", "base": None}[variant]
+        if (parsed[0] if parsed else None) != wanted:
+            raise ConfigError(f"{where}: the RM of {name!r}, {methods[name].rm!r} (source {rows.loc[methods[name].rm, 'source']!r}), "
+                              f"is not {'a plain RM' if wanted is None else 'an R2M row with feedback ' + repr(wanted)}")
+    if config.get("r2m", {}).get("method"):
         name = config["r2m"]["method"]
         if name not in methods:
             raise ConfigError(f"r2m.method: {name!r} is not a method of the config ({sorted(methods)})")

@@ -13,6 +13,7 @@ os.environ.update(
 )
 
 from rmroute.config import load_config  # noqa: E402
+from rmroute.rewards.sources import parse_r2m_source  # noqa: E402
 from rmroute.testbed import OOD_SPLIT, SPLITS  # noqa: E402
 
 _, RM_SHEET, METHODS = load_config(config, PROJECT)
@@ -38,7 +39,10 @@ BSR_ROW = RM_SHEET.set_index("rm_id").loc[BSR_EVAL["rm"]].to_dict() if BSR_EVAL 
 BSR_RESPONSE_SFT = {**config["sft"], "steps": BSR_EVAL["response_policy_steps"], "select": "last"} if BSR_EVAL else {}
 # R2M for one iteration (block `r2m`): its base RM is the RM of the single-RM method it names.
 R2M_CONFIG = config.get("r2m", {})
+R2M_ROWS = [r for r in RM_IDS if parse_r2m_source(RM_SHEET.set_index("rm_id").loc[r, "source"])]  # R2M in the loop
 R2M_VARIANT_NAMES = ["r2m", "r2m-noise", "r2m-untrained"]
+R2M_PROBE = bool(R2M_CONFIG.get("method"))
+R2M_COMPARE = R2M_CONFIG.get("compare", {})  # variant -> single-RM method, for r2m.tsv
 
 
 wildcard_constraints:
@@ -51,8 +55,12 @@ wildcard_constraints:
 
 
 def rm_dir(rm_id):
-    """A trained testbed RM lives under results/; any other source is used where it is."""
+    """A trained testbed RM lives under results/; an R2M row wraps its base RM's directory; any
+    other source is used where it is."""
     source = RM_SHEET.set_index("rm_id").loc[rm_id, "source"]
+    r2m = parse_r2m_source(source)
+    if r2m:
+        return rm_dir(r2m[1])
     return f"{R}/rms/{rm_id}" if source == "train" else source
 
 
@@ -60,12 +68,20 @@ def trained_rm_dirs():
     return [rm_dir(r) for r in RM_IDS if RM_SHEET.set_index("rm_id").loc[r, "source"] == "train"]
 
 
-def rm_pool_records():
-    """The sheet as the scripts need it, with every RM's directory or hub id resolved."""
-    rows = RM_SHEET.to_dict("records")
+def rm_pool_records(static=False):
+    """The sheet as the scripts need it, with every RM's directory or hub id resolved; `static`:
+    only the rows that score without the policy (no R2M rows)."""
+    rows = [r for r in RM_SHEET.to_dict("records") if not (static and parse_r2m_source(r["source"]))]
     for row in rows:
         row["path"] = rm_dir(row["rm_id"])
     return rows
+
+
+def get_method_pool(wildcards):
+    """The sheet rows of the method's pool (`rms`), as rm_pool_records gives them: a method's jobs
+    see only their own RMs, so adding a row another method holds re-runs nothing here."""
+    rows = {r["rm_id"]: r for r in rm_pool_records()}
+    return [rows[r] for r in RM_IDS if r in METHODS[wildcards.method].rms]
 
 
 def get_rm_row(wildcards):
@@ -144,6 +160,21 @@ def get_previous_router_state(wildcards):
     return [f"{run}/router_state.json", f"{run}/router_state.safetensors"]
 
 
+def get_previous_r2m(wildcards):
+    """The R2M states the previous iteration wrote (a directory, empty for a pool without R2M)."""
+    it = int(wildcards.it)
+    return [] if it == 1 else f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{it - 1}/r2m"
+
+
+def get_r2m_settings(wildcards):
+    """The `r2m:` block's model and training settings, for a method whose pool holds an R2M row
+    (others get none, so editing the block re-runs only those methods)."""
+    if not set(METHODS[wildcards.method].rms) & set(R2M_ROWS):
+        return {}
+    settings = {k: v for k, v in R2M_CONFIG.items() if k not in ("method", "compare")}
+    return {**settings, "iterations": config["budget"]["iterations"]}
+
+
 def get_offline_router(wildcards):
     return f"{R}/offline_router/model" if METHODS[wildcards.method].needs_offline_router else []
 
@@ -178,6 +209,8 @@ def all_targets():
         targets += [f"{R}/tables/offline_router.tsv", f"{R}/tables/routing_sim.tsv", f"{R}/figures/routing_regret.png"]
     if BSR_EVAL:
         targets += [f"{R}/tables/bsr.tsv", f"{R}/tables/bsr_summary.tsv", f"{R}/figures/bsr_norms.png"]
-    if R2M_CONFIG:
+    if R2M_PROBE:
+        targets += [f"{R}/tables/r2m_probe.tsv", f"{R}/tables/r2m_probe_summary.tsv"]
+    if R2M_COMPARE:
         targets += [f"{R}/tables/r2m.tsv", f"{R}/tables/r2m_summary.tsv"]
     return targets

@@ -9,6 +9,7 @@ rule train_iteration:
         reference=get_reference_policy,
         rollouts=get_rollouts,
         previous_state=get_previous_router_state,
+        previous_r2m=get_previous_r2m,
         rms=trained_rm_dirs(),
         offline_router=get_offline_router,
     output:
@@ -17,9 +18,11 @@ rule train_iteration:
         state_arrays=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/router_state.safetensors",
         decisions=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/decisions.parquet",
         pairs=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/pairs.jsonl",
+        r2m=directory(f"{R}/runs/{{method}}/{{seed}}/it{{it}}/r2m"),
     params:
         method=get_method,
-        pool=rm_pool_records(),
+        pool=get_method_pool,
+        r2m=get_r2m_settings,
         batch_order=config["budget"]["batch_order"],
         max_length=config["policy"]["max_length"],
         log_both_timings=config["evaluation"]["log_both_reward_timings"],

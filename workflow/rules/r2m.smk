@@ -1,7 +1,8 @@
-# R2M (config block `r2m`): trained for one iteration beside its controls (policy feedback replaced
-# by matched Gaussian noise; feedback path never trained) and the plain base RM, on the rollouts
-# and policy of iteration 1 of a single-RM method, and measured on that method's iteration 2
-# rollouts (sampled by the moved policy). Its base RM is that method's RM.
+# R2M (config block `r2m`). In the loop: sheet rows `r2m:<base>` (and the controls `r2m-noise:`,
+# `r2m-untrained:`) are RMs of the pool that train_iteration updates as the policy moves;
+# `r2m.compare` names the single-RM runs r2m.tsv compares (R2M, both controls, the base RM).
+# The probe (`r2m.method`): trained for one iteration beside its controls on the rollouts and
+# policy of iteration 1 of a single-RM method, measured on that method's iteration 2 rollouts.
 
 
 rule r2m_probe:
@@ -15,7 +16,7 @@ rule r2m_probe:
         table=f"{R}/r2m/{{seed}}/accuracy.parquet",
         states=expand(f"{R}/r2m/{{{{seed}}}}/{{variant}}.safetensors", variant=R2M_VARIANT_NAMES),
     params:
-        r2m=R2M_CONFIG,
+        r2m={k: v for k, v in R2M_CONFIG.items() if k != "compare"},
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -32,12 +33,32 @@ rule r2m_probe:
         "../scripts/r2m_probe.py"
 
 
-rule r2m_table:
+rule r2m_probe_table:
     input:
         tables=[f"{R}/r2m/{s}/accuracy.parquet" for s in SEEDS],
     output:
+        table=report(f"{R}/tables/r2m_probe.tsv", caption="../report/r2m_probe.rst", category="Reward models"),
+        summary=report(f"{R}/tables/r2m_probe_summary.tsv", caption="../report/r2m_probe.rst", category="Reward models"),
+    log:
+        f"{R}/logs/r2m/probe_table.log",
+    benchmark:
+        f"{R}/benchmarks/rules/r2m/probe_table.tsv"
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/r2m_probe_table.py"
+
+
+rule r2m_table:
+    input:
+        decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in R2M_COMPARE.values() for s in SEEDS],
+        evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m in R2M_COMPARE.values() for s in SEEDS for i in ITERATIONS],
+    output:
         table=report(f"{R}/tables/r2m.tsv", caption="../report/r2m.rst", category="Reward models"),
         summary=report(f"{R}/tables/r2m_summary.tsv", caption="../report/r2m.rst", category="Reward models"),
+    params:
+        decisions={v: [f"{R}/decisions/{m}/{s}.parquet" for s in SEEDS] for v, m in R2M_COMPARE.items()},
+        evals={v: [f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for s in SEEDS for i in ITERATIONS] for v, m in R2M_COMPARE.items()},
     log:
         f"{R}/logs/r2m/table.log",
     benchmark:

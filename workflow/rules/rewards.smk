@@ -62,7 +62,7 @@ rule rm_behaviour:
     output:
         behaviour=f"{R}/behaviour/behaviour.parquet",
     params:
-        pool=rm_pool_records(),
+        pool=rm_pool_records(static=True),
         splits=BEHAVIOUR_SPLITS,
         device=config["device"],
     threads: config["threads"]

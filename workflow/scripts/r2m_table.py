@@ -1,8 +1,9 @@
-"""r2m.tsv and its mean ± 95% CI summary beside the R2M paper (rule r2m_table)."""
+"""r2m.tsv: R2M in the loop beside its controls and the base RM, with a summary (rule r2m_table)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
-from rmroute.stages import r2m_tables  # noqa: E402
+from rmroute.stages import r2m_loop_tables  # noqa: E402
 
-r2m_tables(snakemake.input.tables, snakemake.output.table, snakemake.output.summary)
+# Each variant's decision logs and eval tables (all of them inputs of the rule), grouped by variant.
+r2m_loop_tables(snakemake.params.decisions, snakemake.params.evals, snakemake.output.table, snakemake.output.summary)

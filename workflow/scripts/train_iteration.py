@@ -25,4 +25,8 @@ train_iteration(
     out_pairs=snakemake.output.pairs,
     log_both_timings=snakemake.params.log_both_timings,
     lora_block=snakemake.params.lora,
+    r2m=snakemake.params.r2m,
+    previous_r2m=snakemake.input.previous_r2m or None,
+    out_r2m=snakemake.output.r2m,
+    iterations=snakemake.params.r2m.get("iterations", 1),
 )

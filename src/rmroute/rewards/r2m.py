@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rmroute.rewards.sources import R2M_SOURCES, parse_r2m_source  # noqa: F401  (re-exported)
+
 FEEDBACKS = ("policy", "noise", "untrained", "off")
 
 
@@ -381,3 +383,97 @@ class R2M(nn.Module):
                 self.step += 1
         self.eval()
         return log
+
+
+# ---------------------------------------------------------------- R2M as a member of the routed pool
+
+R2M_SETTING_KEYS = ("attn_dim", "omega_floor", "bt_weight", "gre_weight", "lr", "epochs", "batch_groups")  # of the `r2m:` block
+
+
+def r2m_steps_per_iteration(settings: dict, n_groups: int) -> int:
+    """Optimiser steps of one R2M update on `n_groups` groups: the schedule's T is this times the
+    number of iterations (a routed R2M that scores fewer groups reaches its floor Ω later)."""
+    config = R2MConfig(**{k: v for k, v in settings.items() if k in R2M_SETTING_KEYS})
+    return config.epochs * math.ceil(n_groups / config.batch_groups)
+
+
+
+
+class R2MRewardModel:
+    """R2M as one RM of the pool inside the training loop (sheet row `source: r2m:<base>`).
+
+    Per iteration: `begin_iteration(policy, tokenizer, groups)` takes the hidden states of the
+    policy that sampled the iteration's rollouts (the policy entering the iteration; one batched
+    forward pass over every prompt + response); `score` then rates rows like any `RewardModel`,
+    remembering its own scores; `end_iteration(policy, tokenizer, groups)` refreshes the hidden
+    states with the updated policy and trains the attention block and head on the groups this RM
+    scored whole (its own best vs worst); `save` writes the state the next iteration loads."""
+
+    def __init__(self, rm_id: str, base_dir: str, feedback: str, settings: dict, *, total_steps: int,
+                 state_path: str | None = None, seed: int = 0, device: str = "cpu", max_length: int = 256,
+                 batch_size: int = 64):
+        self.rm_id, self.base_dir, self.device = rm_id, base_dir, device
+        self.feedback, self.settings, self.total_steps, self.state_path = feedback, dict(settings), total_steps, state_path
+        self.seed, self.max_length, self.batch_size = seed, max_length, batch_size
+        self.calls, self.seconds = 0, 0.0
+        self.log: list[dict] = []
+        self._model: R2M | None = None
+        self._hidden: dict[tuple[str, str], torch.Tensor] = {}
+        self._own: dict[tuple[str, str], float] = {}
+
+    @property
+    def model(self) -> R2M:
+        if self._model is None:
+            raise RuntimeError(f"R2M {self.rm_id!r}: call begin_iteration before scoring")
+        return self._model
+
+    def begin_iteration(self, policy, tokenizer, groups: list[dict]) -> None:
+        if self.state_path:
+            self._model = R2M.load(self.base_dir, self.state_path, device=self.device, max_length=self.max_length,
+                                   batch_size=self.batch_size)
+        else:
+            config = R2MConfig(**{**self.settings, "feedback": self.feedback, "seed": self.seed})
+            self._model = R2M.from_base(self.base_dir, policy.config.hidden_size, config, total_steps=self.total_steps,
+                                        device=self.device, max_length=self.max_length, batch_size=self.batch_size)
+        self._hidden = self._policy_states(policy, tokenizer, groups)
+        self._own = {}
+
+    def _policy_states(self, policy, tokenizer, groups):
+        rows = [(g["prompt"], r) for g in groups for r in g["responses"]]
+        training = policy.training
+        policy.eval()  # no dropout in the feedback
+        states = policy_hidden_states(policy, tokenizer, [p for p, _ in rows], [r for _, r in rows],
+                                      max_length=self.max_length)
+        policy.train(training)
+        return dict(zip(rows, states))
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        import time
+
+        model = self.model
+        start = time.perf_counter()
+        try:
+            hidden = [self._hidden[(p, r)] for p, r in zip(prompts, responses)]
+        except KeyError:
+            raise ValueError(f"R2M {self.rm_id!r} scores only the iteration's rollouts (it needs their policy hidden "
+                             "states); a row was not among them") from None
+        out = model.score(prompts, responses, hidden).tolist()
+        self._own.update({(p, r): s for p, r, s in zip(prompts, responses, out)})
+        self.seconds += time.perf_counter() - start
+        self.calls += len(prompts)
+        return out
+
+    def end_iteration(self, policy, tokenizer, groups: list[dict]) -> int:
+        """Train on the groups this RM scored whole, with the updated policy's hidden states;
+        returns how many groups it trained on."""
+        whole = [g for g in groups if all((g["prompt"], r) in self._own for r in g["responses"])]
+        if whole and self.feedback != "off":
+            hidden = self._policy_states(policy, tokenizer, whole)
+            self.log += self.model.update(
+                [g["prompt"] for g in whole], [g["responses"] for g in whole],
+                [[self._own[(g["prompt"], r)] for r in g["responses"]] for g in whole],
+                [[hidden[(g["prompt"], r)] for r in g["responses"]] for g in whole])
+        return len(whole)
+
+    def save(self, path) -> None:
+        self.model.save(path)
