@@ -39,6 +39,8 @@ BSR_RESPONSE_SFT = {**config["sft"], "steps": BSR_EVAL["response_policy_steps"],
 # R2M for one iteration (block `r2m`): its base RM is the RM of the single-RM method it names.
 R2M_CONFIG = config.get("r2m", {})
 R2M_VARIANT_NAMES = ["r2m", "r2m-noise", "r2m-untrained"]
+# The claims table (block `claims`): which method plays which role in the published claims.
+CLAIMS = config.get("claims", {})
 
 
 wildcard_constraints:
@@ -158,6 +160,28 @@ def decision_files():
     return [f"{R}/decisions/{m}/{s}.parquet" for m in METHODS for s in SEEDS]
 
 
+def claims_benchmarks():
+    """(method, seed) of every train_iteration benchmark claim 2's wall-time ratio reads, per iteration."""
+    names = [CLAIMS[r] for r in ("routed", "ensemble") if r in CLAIMS]
+    return [(m, s) for m in names for s in SEEDS for _ in ITERATIONS]
+
+
+def claims_inputs(wildcards):
+    """The tables the claims read; those of experiments the config does not run are left out."""
+    names = [CLAIMS[r] for r in ("routed", "ensemble") if r in CLAIMS]
+    inputs = {
+        "policy_accuracy": f"{R}/tables/policy_accuracy.tsv",
+        "benchmarks": [f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m in names for s in SEEDS for i in ITERATIONS],
+    }
+    if NEEDS_OFFLINE_ROUTER:
+        inputs.update(routing_sim=f"{R}/tables/routing_sim.tsv", offline_router=f"{R}/tables/offline_router.tsv")
+    if BSR_EVAL:
+        inputs["bsr"] = f"{R}/tables/bsr.tsv"
+    if R2M_CONFIG:
+        inputs["r2m"] = f"{R}/tables/r2m.tsv"
+    return inputs
+
+
 def all_targets():
     targets = [
         f"{R}/tables/sft_accuracy.tsv",
@@ -180,4 +204,6 @@ def all_targets():
         targets += [f"{R}/tables/bsr.tsv", f"{R}/tables/bsr_summary.tsv", f"{R}/figures/bsr_norms.png"]
     if R2M_CONFIG:
         targets += [f"{R}/tables/r2m.tsv", f"{R}/tables/r2m_summary.tsv"]
+    if CLAIMS:
+        targets += [f"{R}/tables/claims.tsv", f"{R}/tables/claims.md", f"{R}/tables/claims.tex"]
     return targets
