@@ -23,6 +23,7 @@ include: "workflow/rules/offline_router.smk"
 include: "workflow/rules/iterate.smk"
 include: "workflow/rules/r2m.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/claims.smk"
 
 
 # Tables, figures and the decision-log merge take seconds and no model: under a cluster executor
@@ -35,6 +36,7 @@ localrules:
     policy_tables,
     router_tables,
     pair_quality,
+    claims,
 
 
 rule all:

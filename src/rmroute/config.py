@@ -18,7 +18,7 @@ from rmroute.rewards.sources import parse_r2m_source
 from rmroute.methods import ConfigError, Method, resolve_methods
 from rmroute.testbed import ATTRIBUTES, DOMAINS
 
-__all__ = ["ConfigError", "check_config", "check_rm_sheet", "load_config", "read_rm_sheet"]
+__all__ = ["ConfigError", "check_claims", "check_config", "check_rm_sheet", "load_config", "read_rm_sheet"]
 
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # policy.source build
 RM_SHEET_COLUMNS = ("rm_id", "source", "loss", "domain_mix", "label_noise", "n_pairs", "chat_template", "max_length",
@@ -173,7 +173,26 @@ def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFra
     r2m_rows = tuple(r for r, source in zip(sheet["rm_id"], sheet["source"]) if parse_r2m_source(source))
     methods = resolve_methods(config, list(sheet["rm_id"]), opt_in=r2m_rows)
     check_rm_experiments(config, sheet, methods)
+    check_claims(config, methods)
     return config, sheet, methods
+
+
+CLAIM_ROLES = {"routed": None, "best_single": "single", "ensemble": "ensemble"}  # role -> the router it needs
+
+
+def check_claims(config: dict, methods: dict) -> None:
+    """The `claims` block: every role names a method of the config, with the router its role needs
+    (`rmroute.claims` reads their runs)."""
+    block = config.get("claims")
+    if not block:
+        return
+    named = [(f"claims.{role}", block[role], CLAIM_ROLES[role]) for role in CLAIM_ROLES if role in block]
+    named += [(f"claims.noisy.{role}", name, CLAIM_ROLES[role]) for role, name in block.get("noisy", {}).items()]
+    for field, name, router in named:
+        if name not in methods:
+            raise ConfigError(f"{field}: {name!r} is not a method of the config ({sorted(methods)})")
+        if router and methods[name].router != router:
+            raise ConfigError(f"{field}: {name!r} has router {methods[name].router!r}; this role needs router {router!r}")
 
 
 def check_rm_experiments(config: dict, sheet: pd.DataFrame, methods: dict) -> None:

@@ -43,6 +43,8 @@ R2M_ROWS = [r for r in RM_IDS if parse_r2m_source(RM_SHEET.set_index("rm_id").lo
 R2M_VARIANT_NAMES = ["r2m", "r2m-noise", "r2m-untrained"]
 R2M_PROBE = bool(R2M_CONFIG.get("method"))
 R2M_COMPARE = R2M_CONFIG.get("compare", {})  # variant -> single-RM method, for r2m.tsv
+# The claims table (block `claims`): which method plays which role in the published claims.
+CLAIMS = config.get("claims", {})
 
 
 wildcard_constraints:
@@ -189,6 +191,28 @@ def decision_files():
     return [f"{R}/decisions/{m}/{s}.parquet" for m in METHODS for s in SEEDS]
 
 
+def claims_benchmarks():
+    """(method, seed) of every train_iteration benchmark claim 2's wall-time ratio reads, per iteration."""
+    names = [CLAIMS[r] for r in ("routed", "ensemble") if r in CLAIMS]
+    return [(m, s) for m in names for s in SEEDS for _ in ITERATIONS]
+
+
+def claims_inputs(wildcards):
+    """The tables the claims read; those of experiments the config does not run are left out."""
+    names = [CLAIMS[r] for r in ("routed", "ensemble") if r in CLAIMS]
+    inputs = {
+        "policy_accuracy": f"{R}/tables/policy_accuracy.tsv",
+        "benchmarks": [f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m in names for s in SEEDS for i in ITERATIONS],
+    }
+    if NEEDS_OFFLINE_ROUTER:
+        inputs.update(routing_sim=f"{R}/tables/routing_sim.tsv", offline_router=f"{R}/tables/offline_router.tsv")
+    if BSR_EVAL:
+        inputs["bsr"] = f"{R}/tables/bsr.tsv"
+    if {"r2m", "base"} <= set(R2M_COMPARE):
+        inputs["r2m"] = f"{R}/tables/r2m.tsv"
+    return inputs
+
+
 def all_targets():
     targets = [
         f"{R}/tables/sft_accuracy.tsv",
@@ -213,4 +237,6 @@ def all_targets():
         targets += [f"{R}/tables/r2m_probe.tsv", f"{R}/tables/r2m_probe_summary.tsv"]
     if R2M_COMPARE:
         targets += [f"{R}/tables/r2m.tsv", f"{R}/tables/r2m_summary.tsv"]
+    if CLAIMS:
+        targets += [f"{R}/tables/claims.tsv", f"{R}/tables/claims.md", f"{R}/tables/claims.tex"]
     return targets

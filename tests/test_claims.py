@@ -1,0 +1,235 @@
+"""The claims table: the verdict rule, the MDD and required seeds, missing experiments, the
+config checks of the `claims` block, and the table the .test workflow writes."""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from rmroute import claims as C
+from rmroute.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ["rm-a", "ensemble-mean", "laser", "laser-noisy", "rm-a-noisy"]
+ROLES = {"routed": "laser", "best_single": "rm-a", "ensemble": "ensemble-mean"}
+SEEDS = [0, 1, 2, 3, 4]
+
+
+def policy(acc: dict[str, list[float]], domains=("arith", "facts_mc")) -> pd.DataFrame:
+    """policy_accuracy.tsv rows: every method's per-seed accuracy at iteration 2 in every domain
+    (and an iteration-1 row that must be ignored)."""
+    rows = []
+    for method, values in acc.items():
+        for seed, value in zip(SEEDS, values):
+            for d in domains:
+                rows.append({"method": method, "seed": seed, "iteration": 2, "domain": d, "accuracy": value})
+                rows.append({"method": method, "seed": seed, "iteration": 1, "domain": d, "accuracy": 0.0})
+    return pd.DataFrame(rows)
+
+
+def row(table: pd.DataFrame, claim: str) -> pd.Series:
+    return table.set_index("claim").loc[claim]
+
+
+BASE = [0.50, 0.52, 0.48, 0.51, 0.49]
+
+
+def test_clear_effect_in_the_papers_direction_is_reproduced():
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": [b + 0.10 + 0.002 * i for i, b in enumerate(BASE)], "rm-a": BASE, "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["verdict"] == "reproduced"
+    assert r["n_seeds"] == 5 and r["ci_low"] > 0
+    assert r["ours"] == pytest.approx(0.104)
+    assert r["test"].startswith("paired t")
+
+
+def test_clear_effect_against_the_paper_is_not_reproduced():
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": [b - 0.10 + 0.002 * i for i, b in enumerate(BASE)], "rm-a": BASE, "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["ci_high"] < 0
+    assert r["verdict"] == "not reproduced"
+
+
+def test_a_null_tightly_below_the_published_effect_is_not_reproduced():
+    # differences of about 0 with a CI narrower than the published +1.45 points
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": [b + d for b, d in zip(BASE, [0.001, -0.001, 0.0005, -0.0005, 0.0])], "rm-a": BASE,
+        "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["ci_low"] < 0 < r["ci_high"] < C.CLAIMS["1"].published
+    assert r["verdict"] == "not reproduced"
+
+
+def test_noise_is_inconclusive():
+    noise = [0.08, -0.07, 0.05, -0.09, 0.04]
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": [b + n for b, n in zip(BASE, noise)], "rm-a": BASE, "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["ci_low"] < 0 and r["ci_high"] > C.CLAIMS["1"].published
+    assert r["verdict"] == "inconclusive"
+
+
+def test_verdict_rule_edges():
+    assert C.verdict(0.01, 0.2, 0.0, 0.05) == "reproduced"
+    assert C.verdict(-0.3, -0.1, 0.0, 0.05) == "not reproduced"
+    assert C.verdict(-0.01, 0.04, 0.0, 0.05) == "not reproduced"
+    assert C.verdict(-0.01, 0.06, 0.0, 0.05) == "inconclusive"
+    assert C.verdict(1.2, 3.0, 1.0, 2.0) == "reproduced"  # a ratio against its null of 1
+    assert C.verdict(math.nan, math.nan, 0.0, 0.05) == "inconclusive"
+    assert set(C.VERDICTS) == {"reproduced", "not reproduced", "inconclusive"}
+
+
+def test_mdd_matches_a_direct_computation():
+    diffs = np.array([0.03, -0.01, 0.05, 0.02, 0.00])
+    n, sd = len(diffs), diffs.std(ddof=1)
+    direct = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.80, n - 1)) * sd / np.sqrt(n)
+    assert C.mdd(sd, n) == pytest.approx(direct)
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": list(np.array(BASE) + diffs), "rm-a": BASE, "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["mdd"] == pytest.approx(direct)
+    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert r["seeds_needed"] == C.required_seeds(sd, C.CLAIMS["1"].published)
+    assert math.isnan(C.mdd(sd, 1))
+
+
+def test_required_seeds_is_the_fewest_with_mdd_at_most_the_effect():
+    for sd, effect in [(0.02, 0.0145), (0.1, 0.03), (1.0, 0.5), (0.001, 0.5)]:
+        n = C.required_seeds(sd, effect)
+        assert n >= 2 and C.mdd(sd, n) <= effect
+        assert n == 2 or C.mdd(sd, n - 1) > effect
+    assert C.required_seeds(0.0, 0.01) == 2
+    with pytest.raises(ValueError):
+        C.required_seeds(0.1, 0.0)
+
+
+def test_missing_experiments_are_inconclusive_with_a_note():
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({"laser": BASE, "rm-a": BASE, "ensemble-mean": BASE}))
+    assert list(table.columns) == C.COLUMNS
+    assert list(table["claim"]) == list(C.CLAIMS)
+    assert {c.rstrip("ab") for c in table["claim"]} == {str(i) for i in range(1, 11)}
+    for claim, words in [("2b", "benchmarks"), ("3a", "routing simulation"), ("6a", "offline router"),
+                         ("7", "bsr_eval"), ("8", "bsr_eval"), ("9", "r2m"), ("10", "noisy")]:
+        r = row(table, claim)
+        assert r["verdict"] == "inconclusive" and r["n_seeds"] == 0
+        assert words in r["note"], (claim, r["note"])
+
+
+def test_noisy_claim_pairs_the_drops_by_seed():
+    roles = {**ROLES, "noisy": {"routed": "laser-noisy", "best_single": "rm-a-noisy"}}
+    acc = {"laser": BASE, "rm-a": BASE, "ensemble-mean": BASE,
+           "laser-noisy": [b - 0.005 for b in BASE],  # the router drops half a point
+           "rm-a-noisy": [b - 0.10 - 0.003 * i for i, b in enumerate(BASE)]}  # the single RM about ten
+    r = row(C.claims_table(roles, METHODS, policy_accuracy=policy(acc)), "10")
+    assert r["ours"] == pytest.approx(0.10 + 0.006 - 0.005)
+    assert r["verdict"] == "reproduced" and r["n_seeds"] == 5
+
+
+def test_simulation_bsr_r2m_offline_and_time_claims():
+    sim = pd.DataFrame([{"stream": stream, "router": router, "lambda0": lam, "seed": s,
+                         "labelling_accuracy": acc + 0.001 * s, "regret": 0.0}
+                        for stream in ("validation", "test") for s in range(4)
+                        for router, lam, acc in [("thompson", 1.0, 0.90), ("thompson", 50.0, 0.70),
+                                                 ("thompson-noprior", 1.0, 0.80), ("linucb", np.nan, 0.85),
+                                                 ("majority-vote", np.nan, 0.95), ("offline-only", np.nan, 0.9)]])
+    sim.loc[(sim["router"] == "offline-only"), "labelling_accuracy"] += [0.01, -0.01, 0.02, -0.02] * 2
+    offline = pd.DataFrame([{"split": "test", "n_pairs": 200, "router_accuracy": 0.9},
+                            {"split": "test_ood", "n_pairs": 4, "router_accuracy": 0.75}])
+    bsr = pd.DataFrame([{"loss": loss, "seed": s, "split": "mutual_ood", "metric": m, "value": v + 0.01 * s}
+                        for s in range(3) for loss, m, v in [("bt", "kendall_tau", 0.5), ("bsr", "kendall_tau", 0.6),
+                                                             ("bt", "effective_rank_shift", -4.0),
+                                                             ("bsr", "effective_rank_shift", 0.5)]])
+    r2m = pd.DataFrame([{"variant": v, "seed": s, "iteration": it, "metric": "rm_pair_accuracy",
+                         "value": 100 * (a + 0.01 * s) - (20 if it == 1 else 0)}
+                        for s in range(3) for it in (1, 2) for v, a in [("r2m", 0.7), ("base", 0.6)]])
+    bench = {("laser", s): 10.0 + s for s in SEEDS} | {("ensemble-mean", s): 21.0 + 2 * s for s in SEEDS}
+    train_time = pd.Series(bench).rename_axis(["method", "seed"]).unstack("seed")
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({"laser": BASE, "rm-a": BASE, "ensemble-mean": BASE}),
+                           train_time=train_time, routing_sim=sim, offline_router=offline, bsr=bsr, r2m=r2m)
+    assert row(table, "3a")["ours"] == pytest.approx(0.05)  # lambda0 = 1, chosen on the validation stream
+    assert "lambda0 = 1" in row(table, "3a")["note"]
+    assert row(table, "3b")["verdict"] == "not reproduced"  # majority vote labels better here
+    assert row(table, "4")["verdict"] == "reproduced"
+    assert row(table, "5")["verdict"] == "inconclusive"
+    assert row(table, "6a")["verdict"] == "reproduced" and row(table, "6a")["n_seeds"] == 1
+    assert row(table, "6b")["verdict"] == "inconclusive"  # 3 of 4 pairs: the CI holds 0.5 and 0.8792
+    assert row(table, "7")["ours"] == pytest.approx(0.1) and row(table, "7")["verdict"] == "reproduced"
+    assert row(table, "8")["ours"] == pytest.approx(3.48)
+    assert row(table, "8")["published_effect"] == pytest.approx((1 - 0.14 / 10.42) * 3.99)
+    assert row(table, "9")["ours"] == pytest.approx(0.1) and row(table, "9")["n_seeds"] == 3
+    assert row(table, "2b")["ours"] == pytest.approx(np.mean([(21 + 2 * s) / (10 + s) for s in SEEDS]))
+    assert row(table, "2b")["verdict"] == "reproduced"
+    md = C.claims_markdown(table, "t")
+    tex = C.claims_latex(table, "t")
+    assert "reproduced" in md and r"\begin{tabular}" in tex and r"\toprule" in tex
+    assert "_" not in tex.replace(r"\_", "")  # every underscore escaped
+
+
+def test_latex_escape():
+    assert C.latex_escape("a_b & 5% -> |x| <= τ") == r"a\_b \& 5\% $\to$ $|$x$|$ $\leq$ $\tau$"
+
+
+# ---------------------------------------------------------------- the config block
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "workflow" / "schemas").symlink_to(REPO / "workflow" / "schemas")
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "rm_pool.tsv", tmp_path / "config" / "rm_pool.tsv")
+    return tmp_path
+
+
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("block, fields", [
+    ({"routed": "laser-x"}, ["claims.routed", "laser-x"]),
+    ({"best_single": "laser"}, ["claims.best_single", "single"]),
+    ({"ensemble": "rm-arith-mc"}, ["claims.ensemble", "ensemble"]),
+    ({"noisy": {"routed": "laser-noisy"}}, ["claims.noisy.routed", "laser-noisy"]),
+    ({"routed": "laser", "extra": "x"}, ["claims", "extra"]),
+])
+def test_claims_block_names_methods_of_the_config(project: Path, block, fields):
+    config = copy.deepcopy(DEFAULT)
+    config["claims"] = block
+    with pytest.raises(ConfigError) as info:
+        load_config(config, project)
+    for name in fields:
+        assert name in str(info.value)
+
+
+def test_claims_table_checks_its_roles_too():
+    with pytest.raises(ConfigError, match="claims.ensemble"):
+        C.claims_table({"ensemble": "nope"}, METHODS, policy_accuracy=policy({"laser": BASE}))
+
+
+def test_default_claims_block_loads(project: Path):
+    config, _, methods = load_config(copy.deepcopy(DEFAULT), project)
+    assert set(config["claims"].values()) <= set(methods)
+
+
+# ---------------------------------------------------------------- the workflow's table
+
+
+def test_tiny_run_writes_all_ten_claims(tiny_run):
+    table = pd.read_csv(tiny_run / "tables" / "claims.tsv", sep="\t", dtype={"claim": str})
+    assert list(table.columns) == C.COLUMNS
+    assert {c.rstrip("ab") for c in table["claim"]} == {str(i) for i in range(1, 11)}
+    assert set(table["verdict"]) <= set(C.VERDICTS)
+    assert (tiny_run / "tables" / "claims.md").read_text().startswith("# Published claims")
+    assert r"\begin{tabular}" in (tiny_run / "tables" / "claims.tex").read_text()
+    ten = table.set_index("claim").loc["10"]
+    assert ten["n_seeds"] == 0 and "noisy" in ten["note"]  # the .test config runs no noisy methods

@@ -1,0 +1,24 @@
+# The published claims (METHODS.md) tested on our runs (config block `claims`): one row per claim
+# with its paired 95% CI over seeds, minimum detectable difference and verdict. An experiment the
+# config does not run (routing simulation, bsr_eval, r2m, noisy methods) leaves its claim
+# inconclusive, with a note.
+
+
+rule claims:
+    input:
+        unpack(claims_inputs),
+    output:
+        table=report(f"{R}/tables/claims.tsv", caption="../report/claims.rst", category="Claims"),
+        markdown=f"{R}/tables/claims.md",
+        latex=f"{R}/tables/claims.tex",
+    params:
+        roles=CLAIMS,
+        methods=list(METHODS),
+        benchmarks=claims_benchmarks(),
+        run_name=config["run_name"],
+    log:
+        f"{R}/logs/claims.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/claims_table.py"
