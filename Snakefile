@@ -23,6 +23,7 @@ include: "workflow/rules/offline_router.smk"
 include: "workflow/rules/iterate.smk"
 include: "workflow/rules/r2m.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 # Tables, figures and the decision-log merge take seconds and no model: under a cluster executor
@@ -35,6 +36,10 @@ localrules:
     policy_tables,
     router_tables,
     pair_quality,
+    rm_selection_share,
+    rm_agreement,
+    reward_margins,
+    efficiency,
 
 
 rule all:
