@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rmroute.io import save_figure
-from rmroute.report import ci95
+from rmroute.report import ci95, percent_limits
 
 # Routers that pick among RMs decision by decision: a fixed RM or an ensemble has no share to show.
 ROUTED = ("random", "oracle", "linucb", "exp3", "thompson", "offline-only")
@@ -250,11 +250,15 @@ def efficiency_figure(table: pd.DataFrame, png, pdf) -> None:
     panels = (("wall_s", "training wall time per seed (s): rollouts + routed DPO"), ("rm_calls", "RM calls per seed"))
     for ax, (x, label) in zip(axes, panels):
         for k, row in table.reset_index(drop=True).iterrows():
+            # Open markers of distinct shapes: methods with equal cost (single RMs, the ensembles)
+            # sit on one another and stay visible.
             ax.errorbar(row[f"{x}_mean"], row["accuracy_mean"], xerr=row[f"{x}_ci95"], yerr=row["accuracy_ci95"],
-                        fmt=markers[k % len(markers)], color=colours[row["method"]], markersize=7, capsize=3,
-                        label=row["method"])
+                        fmt=markers[k % len(markers)], color=colours[row["method"]], markerfacecolor="none",
+                        markeredgewidth=1.6, markersize=9, capsize=3, elinewidth=1.0, label=row["method"])
         ax.set_xlabel(label)
+        ax.set_xlim(left=0)  # a wide CI over few seeds reaches below zero seconds and calls
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(*percent_limits(*axes[0].get_ylim()))
     axes[0].set_ylabel("final test accuracy, mean over domains (%)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, title="method", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
