@@ -24,6 +24,7 @@ include: "workflow/rules/iterate.smk"
 include: "workflow/rules/r2m.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/figures.smk"
 
 
 # Tables, figures and the decision-log merge take seconds and no model: under a cluster executor
@@ -36,7 +37,12 @@ localrules:
     policy_tables,
     router_tables,
     pair_quality,
+    reward_validity,
     claims,
+    rm_selection_share,
+    rm_agreement,
+    reward_margins,
+    efficiency,
 
 
 rule all:

@@ -34,6 +34,23 @@ def ci95(values) -> float:
     return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
+def t_interval(values) -> tuple[float, float]:
+    """(low, high) of the 95% t-interval of the mean: `ci95` as a seaborn `errorbar`."""
+    mean = float(np.mean(values))
+    half = ci95(values)
+    return mean - half, mean + half
+
+
+def percent_limits(low: float, high: float) -> tuple[float, float]:
+    """Axis limits for a percentage: inside 0-100 (a wide CI over few seeds would reach past it),
+    at least 10 points tall (a flat 0% line would otherwise get an axis of ±0.05)."""
+    low, high = max(low, -2.0), min(high, 102.0)
+    if high - low < 10:
+        low = max(-2.0, (low + high) / 2 - 5)
+        high = low + 10
+    return low, high
+
+
 def sft_accuracy(eval_tsv: str) -> pd.DataFrame:
     table = pd.read_csv(eval_tsv, sep="\t")
     out = table[table["metric"] == "accuracy"][["domain", "value"]].rename(columns={"value": "accuracy"})
@@ -68,6 +85,7 @@ def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: s
     wide = table.pivot(index=index, columns=columns, values=values).reindex(table[index].drop_duplicates())
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * wide.shape[1], 1.0 + 0.5 * wide.shape[0]))
     sns.heatmap(wide, annot=True, fmt=fmt, cmap="viridis", vmin=0, vmax=1, ax=ax, cbar_kws={"label": values})
+    ax.tick_params(axis="y", labelrotation=0)  # row names read across, not up the page
     ax.set_title(title)
     save_figure(fig, png, pdf)
     plt.close(fig)
@@ -136,12 +154,17 @@ def accuracy_figure(acc: pd.DataFrame, png, pdf) -> None:
     avg = acc.groupby(["method", "seed", "iteration"], as_index=False)["accuracy"].mean().assign(domain="average")
     data = pd.concat([acc, avg])
     data["accuracy"] *= 100
-    grid = sns.relplot(data=data, x="iteration", y="accuracy", hue="method", col="domain", col_wrap=3, kind="line",
-                       errorbar=("ci", 95), marker="o", height=3.0, aspect=1.2, facet_kws={"sharey": False})
+    # Bands are the tables' t-interval (ci95), not seaborn's bootstrap, which over 2-3 seeds is
+    # their min-max range; a marker per method keeps coinciding lines apart.
+    grid = sns.relplot(data=data, x="iteration", y="accuracy", hue="method", style="method", col="domain", col_wrap=3,
+                       kind="line", errorbar=t_interval, markers=True, dashes=False, height=3.0, aspect=1.2,
+                       err_kws={"alpha": 0.15}, facet_kws={"sharey": False})
+    grid.set_titles("{col_name}")
     grid.set_axis_labels("iteration (0 = SFT)", "test accuracy (%)")
-    for ax in grid.axes.flat:  # iterations are whole numbers
+    for ax in grid.axes.flat:  # iterations are whole numbers; accuracy stays within 0-100 where a wide CI would not
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    grid.figure.suptitle("Policy accuracy per iteration (mean, 95% CI over seeds)", y=1.02)
+        ax.set_ylim(*percent_limits(*ax.get_ylim()))
+    grid.figure.suptitle("Policy accuracy per iteration (mean, 95% t-interval over seeds)", y=1.02)
     save_figure(grid.figure, png, pdf)
     plt.close(grid.figure)
 
@@ -166,6 +189,7 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
     overall["share"] = overall["count"] / overall.groupby(["method", "domain"])["count"].transform("sum")
     grid = sns.catplot(data=overall, x="domain", y="share", hue="rm", col="method", col_wrap=4, kind="bar", height=2.6,
                        aspect=1.3, order=domains)
+    grid.set_titles("{col_name}")
     # Name the domains under every panel: the grid otherwise labels only its bottom row, and
     # FacetGrid.set_xticklabels() before a draw reads back empty labels and blanks even those.
     for ax in grid.axes.flat:

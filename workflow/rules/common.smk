@@ -213,6 +213,19 @@ def claims_inputs(wildcards):
     return inputs
 
 
+def efficiency_benchmarks():
+    """(method, seed, stage, benchmark file) of every job a method's training needs: its rollouts
+    (iteration 1's are the SFT policy's, shared, and counted for every method) and routed DPO."""
+    rows = []
+    for m, s, i in RUNS:
+        if i == 1:
+            rows.append((m, s, "rollout", f"{R}/benchmarks/rules/rollout_sft/{s}.tsv"))
+        else:
+            rows.append((m, s, "rollout", f"{R}/benchmarks/rules/rollout/{m}/{s}/it{i}.tsv"))
+        rows.append((m, s, "train_iteration", f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv"))
+    return rows
+
+
 def all_targets():
     targets = [
         f"{R}/tables/sft_accuracy.tsv",
@@ -228,6 +241,12 @@ def all_targets():
         f"{R}/figures/pair_quality.png",
         f"{R}/tables/reward_validity.tsv",
         f"{R}/figures/reward_validity.png",
+        f"{R}/figures/rm_selection_share.png",
+        f"{R}/tables/rm_agreement.tsv",
+        f"{R}/figures/rm_agreement.png",
+        f"{R}/figures/reward_margins.png",
+        f"{R}/tables/efficiency.tsv",
+        f"{R}/figures/efficiency.png",
     ]
     if NEEDS_OFFLINE_ROUTER:
         targets += [f"{R}/tables/offline_router.tsv", f"{R}/tables/routing_sim.tsv", f"{R}/figures/routing_regret.png"]
