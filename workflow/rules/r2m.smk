@@ -36,8 +36,13 @@ rule r2m_table:
     input:
         tables=[f"{R}/r2m/{s}/accuracy.parquet" for s in SEEDS],
     output:
-        table=report(f"{R}/tables/r2m.tsv", caption="../report/r2m.rst", category="Reward models"),
-        summary=report(f"{R}/tables/r2m_summary.tsv", caption="../report/r2m.rst", category="Reward models"),
+        table=report(f"{R}/tables/r2m.tsv", caption="../report/r2m.rst", category="Reward models", subcategory="R2M"),
+        summary=report(
+            f"{R}/tables/r2m_summary.tsv",
+            caption="../report/r2m_summary.rst",
+            category="Reward models",
+            subcategory="R2M",
+        ),
     log:
         f"{R}/logs/r2m/table.log",
     benchmark:
