@@ -13,6 +13,11 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# `snakemake --report results/report.html`: this front page, then every table and figure with its
+# caption (workflow/report/).
+report: "workflow/report/workflow.rst"
+
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"

@@ -93,9 +93,19 @@ rule bsr_table:
         tables=[f"{R}/bsr/eval/{loss}/{s}.parquet" for loss in BSR_LOSSES for s in BSR_SEEDS],
         norms=[f"{R}/bsr/eval/{loss}/{s}.norms.parquet" for loss in BSR_LOSSES for s in BSR_SEEDS],
     output:
-        table=report(f"{R}/tables/bsr.tsv", caption="../report/bsr.rst", category="Reward models"),
-        summary=report(f"{R}/tables/bsr_summary.tsv", caption="../report/bsr.rst", category="Reward models"),
-        png=report(f"{R}/figures/bsr_norms.png", caption="../report/bsr.rst", category="Reward models"),
+        table=report(f"{R}/tables/bsr.tsv", caption="../report/bsr.rst", category="Reward models", subcategory="BSR"),
+        summary=report(
+            f"{R}/tables/bsr_summary.tsv",
+            caption="../report/bsr_summary.rst",
+            category="Reward models",
+            subcategory="BSR",
+        ),
+        png=report(
+            f"{R}/figures/bsr_norms.png",
+            caption="../report/fig_bsr_norms.rst",
+            category="Reward models",
+            subcategory="BSR",
+        ),
         pdf=f"{R}/figures/bsr_norms.pdf",
     log:
         f"{R}/logs/bsr/table.log",

@@ -7,7 +7,8 @@ rule rm_selection_share:
     input:
         choices=rules.router_tables.output.choices,
     output:
-        png=report(f"{R}/figures/rm_selection_share.png", caption="../report/rm_selection_share.rst", category="Routers"),
+        png=report(f"{R}/figures/rm_selection_share.png", caption="../report/rm_selection_share.rst", category="Routers",
+                   subcategory="Router choices"),
         pdf=f"{R}/figures/rm_selection_share.pdf",
     params:
         routed=[m for m, method in METHODS.items() if method.router in ROUTED],
@@ -23,8 +24,10 @@ rule rm_agreement:
     input:
         behaviour=rules.rm_behaviour.output.behaviour,
     output:
-        table=report(f"{R}/tables/rm_agreement.tsv", caption="../report/rm_agreement.rst", category="Reward models"),
-        png=report(f"{R}/figures/rm_agreement.png", caption="../report/rm_agreement.rst", category="Reward models"),
+        table=report(f"{R}/tables/rm_agreement.tsv", caption="../report/rm_agreement_table.rst", category="Reward models",
+                     subcategory="RM pool"),
+        png=report(f"{R}/figures/rm_agreement.png", caption="../report/rm_agreement.rst", category="Reward models",
+                   subcategory="RM pool"),
         pdf=f"{R}/figures/rm_agreement.pdf",
     log:
         f"{R}/logs/rm_agreement.log",
@@ -39,7 +42,8 @@ rule reward_margins:
         decisions=decision_files(),
         behaviour=rules.rm_behaviour.output.behaviour,
     output:
-        png=report(f"{R}/figures/reward_margins.png", caption="../report/reward_margins.rst", category="Reward models"),
+        png=report(f"{R}/figures/reward_margins.png", caption="../report/reward_margins.rst", category="Reward models",
+                   subcategory="RM pool"),
         pdf=f"{R}/figures/reward_margins.pdf",
     log:
         f"{R}/logs/reward_margins.log",
@@ -55,8 +59,9 @@ rule efficiency:
         cost=rules.router_tables.output.cost,
         benchmarks=[path for *_, path in efficiency_benchmarks()],
     output:
-        table=report(f"{R}/tables/efficiency.tsv", caption="../report/efficiency.rst", category="Policy"),
-        png=report(f"{R}/figures/efficiency.png", caption="../report/efficiency.rst", category="Policy"),
+        table=report(f"{R}/tables/efficiency.tsv", caption="../report/efficiency_table.rst", category="Routers",
+                     subcategory="Cost"),
+        png=report(f"{R}/figures/efficiency.png", caption="../report/efficiency.rst", category="Routers", subcategory="Cost"),
         pdf=f"{R}/figures/efficiency.pdf",
     params:
         benchmarks=[(m, s, stage) for m, s, stage, _ in efficiency_benchmarks()],

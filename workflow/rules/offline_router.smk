@@ -32,7 +32,12 @@ rule offline_router_table:
         pairs=expand(f"{R}/data/pairs/{{split}}.jsonl", split=BEHAVIOUR_SPLITS),
         behaviour=rules.rm_behaviour.output.behaviour,
     output:
-        table=report(f"{R}/tables/offline_router.tsv", caption="../report/offline_router.rst", category="Routers"),
+        table=report(
+            f"{R}/tables/offline_router.tsv",
+            caption="../report/offline_router.rst",
+            category="Routers",
+            subcategory="Offline router",
+        ),
     threads: config["threads"]
     log:
         f"{R}/logs/offline_router_table.log",
@@ -49,10 +54,25 @@ rule routing_sim:
         pairs=expand(f"{R}/data/pairs/{{split}}.jsonl", split=BEHAVIOUR_SPLITS),
         behaviour=rules.rm_behaviour.output.behaviour,
     output:
-        table=report(f"{R}/tables/routing_sim.tsv", caption="../report/routing_sim.rst", category="Routers"),
-        summary=f"{R}/tables/routing_sim_summary.tsv",
+        table=report(
+            f"{R}/tables/routing_sim.tsv",
+            caption="../report/routing_sim.rst",
+            category="Routers",
+            subcategory="Routing simulation",
+        ),
+        summary=report(
+            f"{R}/tables/routing_sim_summary.tsv",
+            caption="../report/routing_sim_summary.rst",
+            category="Routers",
+            subcategory="Routing simulation",
+        ),
         curve=f"{R}/routing_sim/regret_curve.tsv",
-        png=report(f"{R}/figures/routing_regret.png", caption="../report/routing_sim.rst", category="Routers"),
+        png=report(
+            f"{R}/figures/routing_regret.png",
+            caption="../report/fig_routing_regret.rst",
+            category="Routers",
+            subcategory="Routing simulation",
+        ),
         pdf=f"{R}/figures/routing_regret.pdf",
     params:
         routers=config["routing_sim"]["routers"],

@@ -8,7 +8,12 @@ rule sft_policy:
         val=f"{R}/data/{config['sft']['select_split']}.jsonl",
     output:
         policy=directory(f"{R}/models/sft"),
-        selection=f"{R}/tables/sft_selection.tsv",
+        selection=report(
+            f"{R}/tables/sft_selection.tsv",
+            caption="../report/sft_selection.rst",
+            category="Policy",
+            subcategory="SFT start",
+        ),
     params:
         policy=config["policy"],
         sft=config["sft"],

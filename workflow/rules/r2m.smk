@@ -37,8 +37,10 @@ rule r2m_probe_table:
     input:
         tables=[f"{R}/r2m/{s}/accuracy.parquet" for s in SEEDS],
     output:
-        table=report(f"{R}/tables/r2m_probe.tsv", caption="../report/r2m_probe.rst", category="Reward models"),
-        summary=report(f"{R}/tables/r2m_probe_summary.tsv", caption="../report/r2m_probe.rst", category="Reward models"),
+        table=report(f"{R}/tables/r2m_probe.tsv", caption="../report/r2m_probe.rst", category="Reward models",
+                     subcategory="R2M probe"),
+        summary=report(f"{R}/tables/r2m_probe_summary.tsv", caption="../report/r2m_probe_summary.rst",
+                       category="Reward models", subcategory="R2M probe"),
     log:
         f"{R}/logs/r2m/probe_table.log",
     benchmark:
@@ -54,8 +56,9 @@ rule r2m_table:
         decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in R2M_COMPARE.values() for s in SEEDS],
         evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m in R2M_COMPARE.values() for s in SEEDS for i in ITERATIONS],
     output:
-        table=report(f"{R}/tables/r2m.tsv", caption="../report/r2m.rst", category="Reward models"),
-        summary=report(f"{R}/tables/r2m_summary.tsv", caption="../report/r2m.rst", category="Reward models"),
+        table=report(f"{R}/tables/r2m.tsv", caption="../report/r2m.rst", category="Reward models", subcategory="R2M"),
+        summary=report(f"{R}/tables/r2m_summary.tsv", caption="../report/r2m_summary.rst", category="Reward models",
+                       subcategory="R2M"),
     params:
         decisions={v: [f"{R}/decisions/{m}/{s}.parquet" for s in SEEDS] for v, m in R2M_COMPARE.items()},
         evals={v: [f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for s in SEEDS for i in ITERATIONS] for v, m in R2M_COMPARE.items()},

@@ -5,7 +5,12 @@ rule sft_table:
     input:
         table=rules.evaluate_sft.output.tables,
     output:
-        table=report(f"{R}/tables/sft_accuracy.tsv", caption="../report/sft_accuracy.rst", category="Policy"),
+        table=report(
+            f"{R}/tables/sft_accuracy.tsv",
+            caption="../report/sft_accuracy.rst",
+            category="Policy",
+            subcategory="SFT start",
+        ),
     log:
         f"{R}/logs/sft_table.log",
     conda:
@@ -19,11 +24,36 @@ rule policy_tables:
         sft=rules.evaluate_sft.output.tables,
         evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m, s, i in RUNS],
     output:
-        accuracy=f"{R}/tables/policy_accuracy.tsv",
-        win_rate=f"{R}/tables/win_rate_vs_sft.tsv",
-        laser=report(f"{R}/tables/laser_table1.tsv", caption="../report/laser_table1.rst", category="Policy"),
-        bayesian=report(f"{R}/tables/bayesian_table1.tsv", caption="../report/laser_table1.rst", category="Policy"),
-        png=report(f"{R}/figures/accuracy_vs_iteration.png", caption="../report/accuracy_vs_iteration.rst", category="Policy"),
+        accuracy=report(
+            f"{R}/tables/policy_accuracy.tsv",
+            caption="../report/policy_accuracy.rst",
+            category="Policy",
+            subcategory="Routed DPO",
+        ),
+        win_rate=report(
+            f"{R}/tables/win_rate_vs_sft.tsv",
+            caption="../report/win_rate_vs_sft.rst",
+            category="Policy",
+            subcategory="Routed DPO",
+        ),
+        laser=report(
+            f"{R}/tables/laser_table1.tsv",
+            caption="../report/laser_table1.rst",
+            category="Policy",
+            subcategory="Paper tables",
+        ),
+        bayesian=report(
+            f"{R}/tables/bayesian_table1.tsv",
+            caption="../report/bayesian_table1.rst",
+            category="Policy",
+            subcategory="Paper tables",
+        ),
+        png=report(
+            f"{R}/figures/accuracy_vs_iteration.png",
+            caption="../report/fig_accuracy_vs_iteration.rst",
+            category="Policy",
+            subcategory="Routed DPO",
+        ),
         pdf=f"{R}/figures/accuracy_vs_iteration.pdf",
     params:
         runs=RUNS,
@@ -44,9 +74,19 @@ rule router_tables:
         decisions=decision_files(),
         benchmarks=[f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m, s, i in RUNS],
     output:
-        choices=report(f"{R}/tables/router_choices.tsv", caption="../report/router_choices.rst", category="Routers"),
-        cost=f"{R}/tables/cost.tsv",
-        png=report(f"{R}/figures/router_choices.png", caption="../report/router_choices.rst", category="Routers"),
+        choices=report(
+            f"{R}/tables/router_choices.tsv",
+            caption="../report/router_choices.rst",
+            category="Routers",
+            subcategory="Router choices",
+        ),
+        cost=report(f"{R}/tables/cost.tsv", caption="../report/cost.rst", category="Routers", subcategory="Cost"),
+        png=report(
+            f"{R}/figures/router_choices.png",
+            caption="../report/fig_router_choices.rst",
+            category="Routers",
+            subcategory="Router choices",
+        ),
         pdf=f"{R}/figures/router_choices.pdf",
     params:
         runs=[("train_iteration", *run) for run in RUNS],
@@ -62,8 +102,18 @@ rule pair_quality:
     input:
         pairs=[f"{R}/runs/{m}/{s}/it{i}/pairs.jsonl" for m, s, i in RUNS],
     output:
-        table=report(f"{R}/tables/pair_quality.tsv", caption="../report/pair_quality.rst", category="Routers"),
-        png=report(f"{R}/figures/pair_quality.png", caption="../report/pair_quality.rst", category="Routers"),
+        table=report(
+            f"{R}/tables/pair_quality.tsv",
+            caption="../report/pair_quality.rst",
+            category="Routers",
+            subcategory="Pair quality",
+        ),
+        png=report(
+            f"{R}/figures/pair_quality.png",
+            caption="../report/fig_pair_quality.rst",
+            category="Routers",
+            subcategory="Pair quality",
+        ),
         pdf=f"{R}/figures/pair_quality.pdf",
     params:
         runs=RUNS,
@@ -79,8 +129,18 @@ rule reward_validity:
     input:
         decisions=decision_files(),
     output:
-        table=report(f"{R}/tables/reward_validity.tsv", caption="../report/reward_validity.rst", category="Routers"),
-        png=report(f"{R}/figures/reward_validity.png", caption="../report/reward_validity.rst", category="Routers"),
+        table=report(
+            f"{R}/tables/reward_validity.tsv",
+            caption="../report/reward_validity.rst",
+            category="Routers",
+            subcategory="Reward validity",
+        ),
+        png=report(
+            f"{R}/figures/reward_validity.png",
+            caption="../report/fig_reward_validity.rst",
+            category="Routers",
+            subcategory="Reward validity",
+        ),
         pdf=f"{R}/figures/reward_validity.pdf",
     log:
         f"{R}/logs/reward_validity.log",

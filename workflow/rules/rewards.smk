@@ -83,9 +83,24 @@ rule rm_accuracy:
     input:
         behaviour=rules.rm_behaviour.output.behaviour,
     output:
-        table=report(f"{R}/tables/rm_accuracy.tsv", caption="../report/rm_accuracy.rst", category="Reward models"),
-        complementarity=f"{R}/tables/rm_complementarity.tsv",
-        png=report(f"{R}/figures/rm_accuracy.png", caption="../report/rm_accuracy.rst", category="Reward models"),
+        table=report(
+            f"{R}/tables/rm_accuracy.tsv",
+            caption="../report/rm_accuracy.rst",
+            category="Reward models",
+            subcategory="RM pool",
+        ),
+        complementarity=report(
+            f"{R}/tables/rm_complementarity.tsv",
+            caption="../report/rm_complementarity.rst",
+            category="Reward models",
+            subcategory="RM pool",
+        ),
+        png=report(
+            f"{R}/figures/rm_accuracy.png",
+            caption="../report/fig_rm_accuracy.rst",
+            category="Reward models",
+            subcategory="RM pool",
+        ),
         pdf=f"{R}/figures/rm_accuracy.pdf",
     log:
         f"{R}/logs/rm_accuracy.log",
