@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup workflow test benchmarks
+.PHONY: setup workflow claims test benchmarks
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ setup: $(VENV)/.installed
 
 workflow: setup
 	$(BIN)/snakemake --cores all
+
+# Every table and figure of the claims config (results/claims), then its HTML report.
+claims: setup
+	$(BIN)/snakemake --cores all --configfile config/claims.yaml
+	$(BIN)/snakemake --configfile config/claims.yaml --report results/claims/report.html
 
 test: setup
 	$(BIN)/python -m pytest
