@@ -52,8 +52,11 @@ def test_tables_follow_the_output_contract(tiny_run):
         "routing_sim": ["stream", "router", "lambda0", "seed", "labelling_accuracy", "regret"],
         "bsr": ["loss", "seed", "split", "metric", "value"],
         "bsr_summary": ["loss", "split", "metric", "mean", "ci95", "n_seeds", "paper"],
-        "r2m": ["variant", "seed", "split", "domain", "metric", "value"],
-        "r2m_summary": ["variant", "split", "domain", "mean", "ci95", "n_seeds", "paper_pct"],
+        "r2m": ["variant", "seed", "iteration", "metric", "value"],
+        "r2m_summary": ["metric", "variant", "iteration", "mean", "ci95", "n_seeds", "paper_pct"],
+        "r2m_probe": ["variant", "seed", "split", "domain", "metric", "value"],
+        "r2m_probe_summary": ["variant", "split", "domain", "mean", "ci95", "n_seeds", "paper_pct"],
+        "claims": ["claim", "source", "paper", "ours", "ci_low", "ci_high", "n_seeds", "test", "mdd", "verdict"],
     }
     for name, columns in expected.items():
         table = pd.read_csv(tables / f"{name}.tsv", sep="\t")
@@ -105,12 +108,35 @@ def test_bsr_and_r2m_tables_cover_every_seed_and_variant(tiny_run):
     bsr = pd.read_csv(tiny_run / "tables" / "bsr.tsv", sep="\t")
     assert set(bsr["loss"]) == {"bt", "bsr"} and set(bsr["seed"]) == set(config["bsr_eval"]["seeds"])
     assert {"train", "in_domain", "prompt_ood", "response_ood", "mutual_ood"} <= set(bsr["split"])
-    r2m = pd.read_csv(tiny_run / "tables" / "r2m.tsv", sep="\t")
-    assert set(r2m["variant"]) == {"r2m", "r2m-noise", "r2m-untrained", "base"}
-    assert set(r2m["seed"]) == set(config["seeds"])
+    probe = pd.read_csv(tiny_run / "tables" / "r2m_probe.tsv", sep="\t")
+    assert set(probe["variant"]) == {"r2m", "r2m-noise", "r2m-untrained", "base"}
+    assert set(probe["seed"]) == set(config["seeds"])
     for seed in config["seeds"]:
         for variant in ("r2m", "r2m-noise", "r2m-untrained"):
             assert (tiny_run / "r2m" / str(seed) / f"{variant}.safetensors").stat().st_size > 0
+    loop = pd.read_csv(tiny_run / "tables" / "r2m.tsv", sep="\t")
+    assert set(loop["variant"]) == set(config["r2m"]["compare"]) and set(loop["seed"]) == set(config["seeds"])
+    assert set(loop["metric"]) == {"rm_pair_accuracy", "policy_accuracy"}
+    iterations = range(1, config["budget"]["iterations"] + 1)
+    assert set(loop["iteration"]) == set(iterations)
+    method = config["r2m"]["compare"]["r2m"]
+    steps = []
+    for seed in config["seeds"]:
+        for it in iterations:  # R2M's state is a per-iteration output that continues its schedule
+            state = tiny_run / "runs" / method / str(seed) / f"it{it}" / "r2m"
+            assert (state / "r2m_a.safetensors").stat().st_size > 0
+            log = pd.read_csv(state / "r2m_a.log.tsv", sep="\t")
+            steps.append(log["step"].tolist())
+        assert steps[-1][0] == steps[-2][-1] + 1
+    assert not any((tiny_run / "runs" / "laser" / "0" / "it1" / "r2m").iterdir())  # a pool without R2M writes none
+
+
+@pytest.mark.workflow
+def test_an_rm_that_joins_mid_run_is_routed_only_from_its_iteration(tiny_run):
+    decisions = pd.read_parquet(tiny_run / "decisions" / "laser-join" / "0.parquet")
+    assert "rm_b" not in set(decisions.loc[decisions["iteration"] == 1, "rm"])
+    assert set(decisions.loc[decisions["iteration"] == 2, "arm"]) <= {0, 1, 2}
+    assert (decisions.loc[decisions["rm"] == "rm_b", "arm"] == 2).all()  # the newcomer takes the last arm
 
 
 @pytest.mark.workflow

@@ -11,7 +11,8 @@ published value of the same statistic in our units. The verdict rule, applied to
 * `not reproduced`: otherwise, when ci_high < published (an effect as large as the paper's is
   ruled out; this includes a CI entirely on the wrong side of the null);
 * `inconclusive`: otherwise (the CI holds both the null and the published value), and whenever
-  there is no CI: fewer than two paired seeds, or the experiment was not run (see `note`).
+  the CI cannot carry a verdict: fewer than three paired seeds, no spread across the seeds (a
+  point "CI" says nothing about sampling error), or the experiment was not run (see `note`).
 
 The CI is the paired t-interval of the per-seed statistic (the two arms share each seed's data,
 SFT policy and first rollouts); claim 6, with one trained offline router, uses the Wilson
@@ -115,6 +116,9 @@ def required_seeds(sd_diff: float, effect: float, alpha: float = 0.05, power: fl
     return n
 
 
+MIN_SEEDS = 3  # paired seeds below which a t-interval carries no verdict
+
+
 def verdict(ci_low: float, ci_high: float, null: float, published: float) -> str:
     """The verdict rule of the module docstring (the statistic oriented so the paper's side is up)."""
     if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
@@ -144,8 +148,10 @@ def paired_result(values: pd.Series, claim: Claim, published: float | None = Non
     row.update(ci_low=mean - half, ci_high=mean + half, mdd=mdd(sd, n),
                seeds_needed=required_seeds(sd, effect) if effect > 0 else math.nan)
     row["verdict"] = verdict(row["ci_low"], row["ci_high"], claim.null, published)
-    if sd == 0:
-        row["note"] = _join(note, "no spread across seeds: the CI is a point")
+    if n < MIN_SEEDS:
+        row.update(verdict="inconclusive", note=_join(note, f"fewer than {MIN_SEEDS} paired seeds: no verdict"))
+    elif sd == 0:
+        row.update(verdict="inconclusive", note=_join(note, "no spread across seeds: the CI is a point, no verdict"))
     return row
 
 
