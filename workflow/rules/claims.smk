@@ -8,7 +8,7 @@ rule claims:
     input:
         unpack(claims_inputs),
     output:
-        table=report(f"{R}/tables/claims.tsv", caption="../report/claims.rst", category="Claims"),
+        table=report(f"{R}/tables/claims.tsv", caption="../report/claims.rst", category="Claims", subcategory="Verdicts"),
         markdown=f"{R}/tables/claims.md",
         latex=f"{R}/tables/claims.tex",
     params:
