@@ -51,8 +51,11 @@ window.addEventListener("load", async function () {
     for (const cat of Object.keys(categories)) {
       out.categories[cat] = {};
       for (const sub of Object.keys(categories[cat])) {
-        // As a reader gets there: the category's menu first (straight from another subcategory
-        // the listing keeps the old one's items), then the subcategory.
+        // As a reader gets there: the main menu, the category's menu (straight from another
+        // subcategory the listing keeps the old one's items; a category with one subcategory
+        // opens it directly), then the subcategory.
+        app.setView({navbarMode: "menu", category: undefined, subcategory: undefined});
+        await sleep(100);
         app.showCategory(cat);
         await sleep(100);
         app.setView({navbarMode: "subcategory", category: cat, subcategory: sub});

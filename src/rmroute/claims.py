@@ -80,7 +80,7 @@ CLAIMS = {c.claim: c for c in [
     Claim("7", "BSR raises out-of-distribution Kendall tau", "BSR Table 5", "mutual-OOD 0.587 -> 0.611",
           0.0, 0.024, "Kendall tau(bsr) - tau(bt), mutual_ood"),
     Claim("8", "BSR keeps hidden-state norms from dispersing", "BSR Table 1", "effective-rank shift +10.42 -> +0.14",
-          0.0, None, "|effective-rank shift(bt)| - |shift(bsr)|, mutual_ood minus train"),
+          0.0, None, "abs(effective-rank shift of bt) - abs(shift of bsr), mutual_ood minus train"),
     Claim("9", "R2M raises RM accuracy on the moving policy's samples", "R2M Table 3", "72.3 -> 78.6 (RM accuracy %)",
           0.0, 0.063, "gold pair accuracy r2m - base RM, next iteration's fresh rollouts, all domains"),
     Claim("10", "routing is robust to a noisy RM", "LASeR noise test", "GSM8K -0.55 vs -1.6 (accuracy drop, sigma 0.3)",
@@ -360,7 +360,7 @@ def claims_table(
             # (1 - 0.14/10.42) of BT's shift, applied to our BT's mean |shift|.
             published = (1 - BSR_SHIFT_KEPT) * float(shift.loc["bt"].loc[diff.index].mean()) if len(diff) else None
             rows.append(paired_result(diff, CLAIMS["8"], published=published,
-                                      note=_join("published effect = 98.7% of our BT's mean |shift|", note)))
+                                      note=_join("published effect = 98.7% of our BT's mean abs(shift)", note)))
         else:
             rows.append(missing(CLAIMS["8"], f"bsr.tsv has no effective_rank_shift on {BSR_SPLIT} for both losses"))
 
