@@ -236,5 +236,4 @@ def test_tiny_run_writes_all_ten_claims(tiny_run):
     assert (tiny_run / "tables" / "claims.md").read_text().startswith("# Published claims")
     assert r"\begin{tabular}" in (tiny_run / "tables" / "claims.tex").read_text()
     ten = table.set_index("claim").loc["10"]
-    assert ten["n_seeds"] == 2 and ten["verdict"] == "inconclusive"  # two seeds in CI: no verdict
-    assert "fewer than 3 paired seeds" in ten["note"]
+    assert ten["n_seeds"] == 0 and "noisy" in ten["note"]  # the .test config names no noisy pair of methods
