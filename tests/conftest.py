@@ -16,6 +16,19 @@ TEST_CONFIG = ROOT / ".test" / "config" / "config.yaml"
 TEST_RESULTS = ROOT / ".test" / "results"  # the .test config's own results_dir
 
 
+REPO = ROOT
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project root with the repository's schemas and a private copy of the RM sheet."""
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "workflow" / "schemas").symlink_to(REPO / "workflow" / "schemas")
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "rm_pool.tsv", tmp_path / "config" / "rm_pool.tsv")
+    return tmp_path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models train faster on one thread: extra threads only add synchronisation, badly so on a busy machine."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -185,15 +184,6 @@ def test_latex_escape():
 
 
 # ---------------------------------------------------------------- the config block
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "workflow").mkdir()
-    (tmp_path / "workflow" / "schemas").symlink_to(REPO / "workflow" / "schemas")
-    (tmp_path / "config").mkdir()
-    shutil.copy(REPO / "config" / "rm_pool.tsv", tmp_path / "config" / "rm_pool.tsv")
-    return tmp_path
 
 
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -24,16 +23,6 @@ from rmroute.methods import Method
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A project root with the repository's schemas and a private copy of the RM sheet."""
-    (tmp_path / "workflow").mkdir()
-    (tmp_path / "workflow" / "schemas").symlink_to(REPO / "workflow" / "schemas")
-    (tmp_path / "config").mkdir()
-    shutil.copy(REPO / "config" / "rm_pool.tsv", tmp_path / "config" / "rm_pool.tsv")
-    return tmp_path
 
 
 # ---------------------------------------------------------------- edits

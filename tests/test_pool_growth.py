@@ -15,7 +15,7 @@ from rmroute.online import ScoreCache
 from rmroute.rewards.r2m import R2MRewardModel, parse_r2m_source
 from rmroute.routers.linucb import LinUCBRouter
 from rmroute.routers.thompson import ThompsonRouter
-from tiny_artefacts import tiny_classifier, tiny_splits, tiny_tokenizer
+from tiny_artefacts import policy_and_classifier
 
 torch.set_num_threads(1)
 IDS = ["a", "b", "c"]
@@ -125,14 +125,8 @@ def test_r2m_sources_parse():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("pool")
-    splits = tiny_splits(rm_train=12)
-    tok = tiny_tokenizer(splits)
-    torch.manual_seed(0)
-    models.save_atomic(models.build_policy(tok, 24, 1, 2, 48, 128), tok, root / "policy")
-    models.save_atomic(tiny_classifier(tok), tok, root / "rm")
-    groups = [{"id": str(i), "prompt": r["prompt"], "responses": [r["answer"], " 7", " yes", " blue red"]}
-              for i, r in enumerate(splits["rm_train"][:8])]
-    return root, tok, groups
+    tok, records, answers = policy_and_classifier(root)
+    return root, tok, [{"id": str(i), "prompt": r["prompt"], "responses": a} for i, (r, a) in enumerate(zip(records, answers))]
 
 
 SETTINGS = {"attn_dim": 8, "epochs": 2, "batch_groups": 4, "lr": 0.01}

@@ -24,7 +24,7 @@ from rmroute.rewards.r2m import (
     policy_hidden_states,
     save_policy_hidden,
 )
-from tiny_artefacts import tiny_splits, tiny_tokenizer, tiny_classifier
+from tiny_artefacts import policy_and_classifier
 
 torch.set_num_threads(1)
 
@@ -33,16 +33,8 @@ torch.set_num_threads(1)
 def tiny(tmp_path_factory):
     """A tokenizer, a tiny policy (width 24) and a tiny classifier RM (width 32), saved as checkpoints."""
     root = tmp_path_factory.mktemp("r2m")
-    splits = tiny_splits(rm_train=12)
-    tok = tiny_tokenizer(splits)
-    torch.manual_seed(0)
-    models.save_atomic(models.build_policy(tok, 24, 1, 2, 48, 128), tok, root / "policy")
-    rm = tiny_classifier(tok)
-    models.save_atomic(rm, tok, root / "rm")
-    records = splits["rm_train"][:8]
-    groups = {"prompts": [r["prompt"] for r in records],
-              "responses": [[r["answer"], " 7", " yes", " blue red"] for r in records]}
-    return root, tok, groups
+    tok, records, answers = policy_and_classifier(root)
+    return root, tok, {"prompts": [r["prompt"] for r in records], "responses": answers}
 
 
 def _hidden(root, tok, prompts, responses):

@@ -25,3 +25,17 @@ def tiny_classifier(tok, hidden: int = 32) -> LlamaForSequenceClassification:
     return LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=1,
                                                       num_attention_heads=2, intermediate_size=2 * hidden, num_labels=1,
                                                       pad_token_id=tok.pad_token_id))
+
+
+def policy_and_classifier(root, rm_train: int = 12):
+    """A tiny policy (width 24) and a tiny classifier RM (width 32) saved under `root`/policy and
+    `root`/rm, with their tokenizer and eight rm_train records, each with four candidate answers."""
+    import torch
+
+    splits = tiny_splits(rm_train=rm_train)
+    tok = tiny_tokenizer(splits)
+    torch.manual_seed(0)
+    models.save_atomic(models.build_policy(tok, 24, 1, 2, 48, 128), tok, root / "policy")
+    models.save_atomic(tiny_classifier(tok), tok, root / "rm")
+    records = splits["rm_train"][:8]
+    return tok, records, [[r["answer"], " 7", " yes", " blue red"] for r in records]
