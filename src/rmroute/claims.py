@@ -406,7 +406,8 @@ RULE = ("Verdict on the 95% CI of each statistic, oriented so the paper's direct
         "**reproduced** when the CI lies above the null (0; 1 for the time ratio; 0.5 for claim 6); "
         "otherwise **not reproduced** when it lies below the published value, null + published_effect (an effect as large as the paper's "
         "is ruled out, a CI on the wrong side of the null included); otherwise **inconclusive** "
-        "(also without a CI: fewer than 2 seeds, or the experiment did not run). "
+        "(also whenever the CI cannot carry a verdict: fewer than 3 paired seeds, no spread across seeds, "
+        "or the experiment did not run). "
         "MDD: the effect a paired two-sided 5% t-test detects with 80% power at the observed sd; "
         "seeds_needed: the seeds for MDD <= the published effect.")
 
