@@ -187,11 +187,13 @@ def leftovers(results: Path) -> list[Path]:
 
 
 def wall_clock(name: str, frame: pd.DataFrame) -> list[str]:
-    """Columns that hold measured seconds: the decision logs' route_seconds and the per-stage
-    `<stage>_s` columns of the cost table."""
+    """Columns that hold measured seconds: the decision logs' route_seconds, the per-stage
+    `<stage>_s` columns of the cost table and the wall-time columns of the efficiency table."""
     columns = [c for c in frame.columns if c == "route_seconds"]
     if name in ("cost.tsv", "cost.md"):
         columns += [c for c in frame.columns if c.endswith("_s")]
+    if name in ("efficiency.tsv", "efficiency.md"):  # training wall time per seed and per stage
+        columns += [c for c in frame.columns if c.startswith("wall_s") or c.endswith("_s_mean")]
     return columns
 
 
