@@ -232,7 +232,7 @@ SKIPPED_PARTS = {"logs", "benchmarks", "figures"}  # timings, progress bars, PDF
 def artefacts(results: Path) -> set[Path]:
     return {p.relative_to(results) for p in results.rglob("*")
             if p.is_file() and not SKIPPED_PARTS.intersection(p.relative_to(results).parts)
-            and p.name not in (".snakemake_timestamp", "cost.md")}
+            and p.name not in (".snakemake_timestamp", "cost.md", "efficiency.md")}
 
 
 def assert_same_artefacts(a: Path, b: Path) -> None:
@@ -243,7 +243,7 @@ def assert_same_artefacts(a: Path, b: Path) -> None:
     assert files == artefacts(b), sorted(files ^ artefacts(b))
     differ = []
     for rel in sorted(files):
-        if rel.suffix == ".parquet" or rel.name == "cost.tsv":
+        if rel.suffix == ".parquet" or rel.name in ("cost.tsv", "efficiency.tsv"):
             assert_same_frame(a / rel, b / rel)
         elif (a / rel).read_bytes() != (b / rel).read_bytes():
             differ.append(str(rel))
