@@ -180,10 +180,8 @@ class RoutedLabeler:
         """
         if self._pending is not None:
             raise RuntimeError("label() called twice without feedback(): the router would decide without the last step's reward")
-        noisy = None
-        if self.method.noise_rm is not None:
-            noisy = [rm.rm_id for rm in self.pool].index(self.method.noise_rm) if any(
-                rm.rm_id == self.method.noise_rm for rm in self.pool) else -1  # -1: the noisy RM has not joined yet
+        names, noise_rm = [rm.rm_id for rm in self.pool], self.method.noise_rm
+        noisy = None if noise_rm is None else names.index(noise_rm) if noise_rm in names else -1  # -1: not joined yet
         cache = ScoreCache(self.pool, self.method.noise_sigma, self.noise_seed * 100003 + step, noisy)
         pairs: list[dict] = []
         decisions: list[dict] = []  # context, arm, the pairs and log rows each produced

@@ -242,7 +242,7 @@ def load_pool(pool_rows: list[dict], device: str, *, r2m: dict | None = None, r2
 def static_pool_rows(pool_rows: list[dict]) -> list[dict]:
     """The sheet rows that score without the policy (everything but R2M rows): what offline
     behaviour data, the RM accuracy table and the offline router cover."""
-    from rmroute.rewards.r2m import parse_r2m_source
+    from rmroute.rewards.sources import parse_r2m_source
 
     return [r for r in pool_rows if parse_r2m_source(r["source"]) is None]
 
@@ -472,8 +472,7 @@ def r2m_loop_tables(decisions: dict[str, list[str]], evals: dict[str, list[str]]
     write_table(table, out_table)
     summary = table.groupby(["metric", "variant", "iteration"], sort=False)["value"].agg(
         mean="mean", ci95=ci95, n_seeds="size").reset_index()
-    paper = {"r2m": R2M_PAPER["r2m"], "base": R2M_PAPER["base"]}
-    summary["paper_pct"] = [paper.get(v, np.nan) if m == "rm_pair_accuracy" else np.nan
+    summary["paper_pct"] = [R2M_PAPER.get(v, np.nan) if m == "rm_pair_accuracy" else np.nan
                             for m, v in zip(summary["metric"], summary["variant"])]
     write_table(summary, out_summary)
 
