@@ -85,7 +85,44 @@ def test_verdict_rule_edges():
     assert C.verdict(-0.01, 0.06, 0.0, 0.05) == "inconclusive"
     assert C.verdict(1.2, 3.0, 1.0, 2.0) == "reproduced"  # a ratio against its null of 1
     assert C.verdict(math.nan, math.nan, 0.0, 0.05) == "inconclusive"
-    assert set(C.VERDICTS) == {"reproduced", "not reproduced", "inconclusive"}
+    # Direction apart from size: an effect that is there but whose CI stops short of the paper's.
+    assert C.verdict(0.001, 0.008, 0.0, 0.05) == "smaller than published"
+    assert C.verdict(0.04, 0.06, 0.0, 0.05) == "reproduced"
+    assert set(C.VERDICTS) == {"reproduced", "smaller than published", "not reproduced", "inconclusive"}
+
+
+def test_holm_adjusts_by_rank_and_stays_monotone():
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.005])
+    adjusted = C.holm(p)
+    # sorted: 0.005 (x4) = 0.02, 0.01 (x3) = 0.03, 0.03 (x2) = 0.06, 0.04 (x1) -> max(0.06, 0.04) = 0.06
+    assert adjusted[4] == pytest.approx(0.02) and adjusted[0] == pytest.approx(0.03)
+    assert adjusted[3] == pytest.approx(0.06) and adjusted[1] == pytest.approx(0.06)
+    assert np.isnan(adjusted[2])
+
+
+def test_small_effect_reads_smaller_than_published_with_its_ratio():
+    # +0.4 points every seed (a little spread) against LASeR's published +1.45: there, but a quarter the size
+    diffs = [0.004, 0.0042, 0.0038, 0.0041, 0.0039]
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": [b + d for b, d in zip(BASE, diffs)], "rm-a": BASE, "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["verdict"] == "smaller than published"
+    assert r["ratio"] == pytest.approx(np.mean(diffs) / 0.0145)
+    assert r["ratio_low"] < r["ratio"] < r["ratio_high"] < 1
+    assert r["prob_improvement"] == 1.0
+    assert r["p_holm"] >= r["p_value"]
+
+
+def test_an_effect_lost_to_the_holm_correction_is_inconclusive():
+    # A CI that just clears the null (unadjusted p a little under 0.05) does not survive a family of 13 rows.
+    diffs = np.array([0.03, -0.001, 0.03, 0.01, 0.02])
+    assert stats.ttest_1samp(diffs, 0).pvalue < 0.05
+    table = C.claims_table(ROLES, METHODS, policy_accuracy=policy({
+        "laser": [b + d for b, d in zip(BASE, diffs)], "rm-a": BASE, "ensemble-mean": BASE}))
+    r = row(table, "1")
+    assert r["ci_low"] > 0 and r["p_holm"] >= 0.05
+    assert r["verdict"] == "inconclusive" and "Holm" in r["note"]
+    assert r["prob_improvement"] == pytest.approx(0.8)
 
 
 def test_mdd_matches_a_direct_computation():

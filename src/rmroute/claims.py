@@ -4,15 +4,23 @@ the minimum detectable difference and a verdict.
 
 Every claim is turned into one statistic oriented so that the paper's direction is positive, with
 a null value (0 for a difference, 1 for a time ratio, 0.5 for "most of the time") and the
-published value of the same statistic in our units. The verdict rule, applied to the 95% CI
-[ci_low, ci_high] of the statistic:
+published value of the same statistic in our units. The verdict rule separates direction from size. It is applied to the 95% CI [ci_low, ci_high]
+of the statistic and to its Holm-adjusted p-value `p_holm` (the family is every row with a test,
+so the ~13 rows together keep a 5% family-wise error rate):
 
-* `reproduced`: ci_low > null (the effect is there, in the paper's direction);
-* `not reproduced`: otherwise, when ci_high < published (an effect as large as the paper's is
-  ruled out; this includes a CI entirely on the wrong side of the null);
-* `inconclusive`: otherwise (the CI holds both the null and the published value), and whenever
-  the CI cannot carry a verdict: fewer than three paired seeds, no spread across the seeds (a
-  point "CI" says nothing about sampling error), or the experiment was not run (see `note`).
+* `reproduced`: ci_low > null and p_holm < 0.05 (the effect is there, in the paper's direction),
+  and ci_high >= published (an effect as large as the paper's is not ruled out);
+* `smaller than published`: the effect is there (as above) but ci_high < published;
+* `not reproduced`: no effect shown, and ci_high < published (an effect as large as the paper's
+  is ruled out; this includes a CI entirely on the wrong side of the null);
+* `inconclusive`: otherwise (the CI holds both the null and the published value, or the effect
+  is not significant after the Holm correction), and whenever the CI cannot carry a verdict:
+  fewer than three paired seeds, no spread across the seeds (a point "CI" says nothing about
+  sampling error), or the experiment was not run (see `note`).
+
+Beside the verdict: `ratio` = (ours - null) / published_effect with its CI (`ratio_low`,
+`ratio_high`; 1 = the paper's size), and `prob_improvement`, the share of paired seeds on the
+paper's side of the null (ties count half; rliable's probability of improvement for paired runs).
 
 The CI is the paired t-interval of the per-seed statistic (the two arms share each seed's data,
 SFT policy and first rollouts); claim 6, with one trained offline router, uses the Wilson
@@ -33,9 +41,11 @@ from scipy import stats
 from rmroute.config import check_claims
 from rmroute.methods import ConfigError
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+VERDICTS = ("reproduced", "smaller than published", "not reproduced", "inconclusive")
 COLUMNS = ["claim", "statement", "source", "paper", "published_effect", "statistic", "ours", "ci_low", "ci_high",
-           "n_seeds", "test", "mdd", "seeds_needed", "verdict", "note"]
+           "ratio", "ratio_low", "ratio_high", "prob_improvement", "n_seeds", "test", "p_value", "p_holm", "mdd",
+           "seeds_needed", "verdict", "note"]
+ALPHA = 0.05  # family-wise error rate of the Holm correction
 ROLES = ("routed", "best_single", "ensemble")  # config `claims:` roles naming one method each
 NOISY_ROLES = ("routed", "best_single")  # config `claims.noisy:` roles: that method with a noisy RM
 PAIRED_T = "paired t over seeds"
@@ -120,14 +130,53 @@ MIN_SEEDS = 3  # paired seeds below which a t-interval carries no verdict
 
 
 def verdict(ci_low: float, ci_high: float, null: float, published: float) -> str:
-    """The verdict rule of the module docstring (the statistic oriented so the paper's side is up)."""
+    """The verdict rule of the module docstring on the CI alone (the statistic oriented so the
+    paper's side is up); `apply_holm` then downgrades an effect that the correction does not keep."""
     if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
         return "inconclusive"
     if ci_low > null:
-        return "reproduced"
+        return "reproduced" if ci_high >= published else "smaller than published"
     if ci_high < published:
         return "not reproduced"
     return "inconclusive"
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted in the family)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def apply_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """Fill `p_holm` over the rows with a test and downgrade to `inconclusive` an effect whose CI
+    clears the null but whose adjusted p-value does not (the family-wise 5% rule)."""
+    table = table.copy()
+    table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))
+    shown = table["verdict"].isin(["reproduced", "smaller than published"])
+    lost = shown & ~(table["p_holm"] < ALPHA)
+    table.loc[lost, "verdict"] = "inconclusive"
+    table.loc[lost, "note"] = [_join(n, f"CI clears the null, but not after the Holm correction (p_holm = {p:.3g})")
+                               for n, p in zip(table.loc[lost, "note"], table.loc[lost, "p_holm"])]
+    return table
+
+
+def _size(row: dict, claim: Claim, published: float | None, values: np.ndarray | None = None) -> dict:
+    """The ratio to the published effect (with its CI) and, from per-seed values, the probability
+    of improvement."""
+    effect = math.nan if published is None else published - claim.null
+    if np.isfinite(effect) and effect > 0:
+        row.update(ratio=(row["ours"] - claim.null) / effect, ratio_low=(row["ci_low"] - claim.null) / effect,
+                   ratio_high=(row["ci_high"] - claim.null) / effect)
+    if values is not None and len(values):
+        row["prob_improvement"] = float(np.mean(values > claim.null) + 0.5 * np.mean(values == claim.null))
+    return row
 
 
 def paired_result(values: pd.Series, claim: Claim, published: float | None = None, note: str = "") -> dict:
@@ -146,7 +195,9 @@ def paired_result(values: pd.Series, claim: Claim, published: float | None = Non
     half = t_quantile(0.975, n - 1) * sd / math.sqrt(n)
     effect = published - claim.null
     row.update(ci_low=mean - half, ci_high=mean + half, mdd=mdd(sd, n),
-               seeds_needed=required_seeds(sd, effect) if effect > 0 else math.nan)
+               seeds_needed=required_seeds(sd, effect) if effect > 0 else math.nan,
+               p_value=float(stats.ttest_1samp(values, claim.null).pvalue) if sd > 0 else math.nan)
+    _size(row, claim, published, values.to_numpy())
     row["verdict"] = verdict(row["ci_low"], row["ci_high"], claim.null, published)
     if n < MIN_SEEDS:
         row.update(verdict="inconclusive", note=_join(note, f"fewer than {MIN_SEEDS} paired seeds: no verdict"))
@@ -173,8 +224,9 @@ def binomial_result(accuracy: float, n_pairs: int, claim: Claim, note: str = "")
     # The binomial analogue of the MDD, at the null's variance; "seeds" needed are pairs here.
     sd = math.sqrt(claim.null * (1 - claim.null))
     row.update(ours=float(accuracy), ci_low=low, ci_high=high, mdd=z * sd / math.sqrt(n_pairs),
-               seeds_needed=math.nan, verdict=verdict(low, high, claim.null, claim.published))
-    return row
+               seeds_needed=math.nan, verdict=verdict(low, high, claim.null, claim.published),
+               p_value=float(stats.binomtest(round(accuracy * n_pairs), n_pairs, claim.null).pvalue))
+    return _size(row, claim, claim.published)
 
 
 def missing(claim: Claim, note: str) -> dict:
@@ -186,7 +238,9 @@ def _row(claim: Claim, published: float | None, note: str, n_seeds: int, test: s
     return {"claim": claim.claim, "statement": claim.statement, "source": claim.source, "paper": claim.paper,
             "published_effect": math.nan if published is None else published - claim.null,
             "statistic": claim.statistic, "ours": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-            "n_seeds": n_seeds, "test": test, "mdd": math.nan, "seeds_needed": math.nan,
+            "ratio": math.nan, "ratio_low": math.nan, "ratio_high": math.nan, "prob_improvement": math.nan,
+            "n_seeds": n_seeds, "test": test, "p_value": math.nan, "p_holm": math.nan, "mdd": math.nan,
+            "seeds_needed": math.nan,
             "verdict": "inconclusive", "note": note}
 
 
@@ -397,24 +451,29 @@ def claims_table(
             diff, note = _paired(drops["best_single"], drops["routed"])
             rows.append(paired_result(diff, claim, note=_join(
                 f"drop of {names['best_single'][0]} minus drop of {names['routed'][0]}", note)))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return apply_holm(pd.DataFrame(rows, columns=COLUMNS))
 
 
 # ---------------------------------------------------------------- Markdown and LaTeX
 
-RULE = ("Verdict on the 95% CI of each statistic, oriented so the paper's direction is positive: "
-        "**reproduced** when the CI lies above the null (0; 1 for the time ratio; 0.5 for claim 6); "
-        "otherwise **not reproduced** when it lies below the published value, null + published_effect (an effect as large as the paper's "
+RULE = ("Verdict on the 95% CI of each statistic, oriented so the paper's direction is positive, and its "
+        "Holm-adjusted p-value over all rows (family-wise 5%): "
+        "**reproduced** when the CI lies above the null (0; 1 for the time ratio; 0.5 for claim 6), p_holm < 0.05 "
+        "and the CI reaches the published value, null + published_effect; **smaller than published** when the effect "
+        "is there but the CI lies below the published value; "
+        "otherwise **not reproduced** when the CI lies below the published value (an effect as large as the paper's "
         "is ruled out, a CI on the wrong side of the null included); otherwise **inconclusive** "
         "(also whenever the CI cannot carry a verdict: fewer than 3 paired seeds, no spread across seeds, "
-        "or the experiment did not run). "
+        "or the experiment did not run). ratio: our effect over the published one (1 = the paper's size), with its CI; "
+        "P(impr.): share of paired seeds on the paper's side. "
         "MDD: the effect a paired two-sided 5% t-test detects with 80% power at the observed sd; "
         "seeds_needed: the seeds for MDD <= the published effect.")
 
 
 def claims_markdown(table: pd.DataFrame, title: str) -> str:
-    cols = ["claim", "statement", "source", "paper", "published_effect", "ours", "ci_low", "ci_high", "n_seeds",
-            "test", "mdd", "seeds_needed", "verdict", "note"]
+    cols = ["claim", "statement", "source", "paper", "published_effect", "ours", "ci_low", "ci_high", "ratio",
+            "ratio_low", "ratio_high", "prob_improvement", "n_seeds", "test", "p_holm", "mdd", "seeds_needed",
+            "verdict", "note"]
     note = ("Tiny-scale analogue on the embedded testbed: our statistic is in our units (accuracy as a fraction), "
             "beside the paper's figure at its scale, which is not directly comparable.")
     return (f"# {title}\n\n{note}\n\n{RULE}\n\n" + table[cols].to_markdown(index=False, floatfmt=".4g")
@@ -449,14 +508,16 @@ def _num(x, fmt: str = ".3g") -> str:
 def claims_latex(table: pd.DataFrame, title: str) -> str:
     """A booktabs table (needs \\usepackage{booktabs}), the notes as a list under it."""
     lines = [r"% " + latex_escape(title), r"\begin{table}[t]", r"\centering\scriptsize",
-             r"\begin{tabular}{lp{3.6cm}p{2.4cm}p{2.6cm}rrrrlrrl}", r"\toprule",
-             r"\# & claim & source & paper & ours & CI low & CI high & $n$ & test & MDD & seeds needed & verdict \\",
+             r"\begin{tabular}{lp{3.2cm}p{2.2cm}p{2.4cm}rrrrrrlrrrl}", r"\toprule",
+             r"\# & claim & source & paper & ours & CI low & CI high & ratio & P(impr.) & $n$ & test & $p$ Holm & "
+             r"MDD & seeds needed & verdict \\",
              r"\midrule"]
     for r in table.itertuples():
         needed = "--" if not np.isfinite(r.seeds_needed) else f"{int(r.seeds_needed)}"
         lines.append(" & ".join([latex_escape(r.claim), latex_escape(r.statement), latex_escape(r.source),
                                  latex_escape(r.paper), _num(r.ours), _num(r.ci_low), _num(r.ci_high),
-                                 str(int(r.n_seeds)), latex_escape(r.test.replace(PAIRED_T, "paired t")),
+                                 _num(r.ratio), _num(r.prob_improvement), str(int(r.n_seeds)),
+                                 latex_escape(r.test.replace(PAIRED_T, "paired t")), _num(r.p_holm),
                                  _num(r.mdd), needed, latex_escape(r.verdict)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + latex_escape(title) + ". " + latex_escape(
         RULE.replace("**", "")) + "}", r"\end{table}", r"\begin{itemize}\scriptsize"]
