@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
+from rmroute.testbed import DOMAINS
+
 ROUTERS = ("single", "random", "ensemble", "oracle", "linucb", "exp3", "thompson", "offline-only")
 LEARNING_ROUTERS = ("linucb", "exp3", "thompson")  # updated from bandit rewards
 OFFLINE_ROUTERS = ("thompson", "offline-only")  # need the offline router (its pair encoder and RM embeddings)
@@ -20,6 +22,7 @@ DEFAULT_GRANULARITY = {
     "single": "batch", "random": "batch", "ensemble": "query", "oracle": "query", "linucb": "batch",
     "exp3": "batch", "thompson": "pair", "offline-only": "pair",
 }
+COMBINES = ("mean", "min", "uncertainty", "vote")  # ensemble score combinations (rmroute.routers.ensemble)
 DEFAULT_RECIPE = {"thompson": "bayesian", "offline-only": "bayesian"}  # every other router: laser
 
 
@@ -46,7 +49,10 @@ class Recipe:
     reward: str = _help("neg_loss = -(training loss) (LASeR); advantage = batch-mean minus pair loss", "neg_loss")
     reward_timing: str = _help("step = the loss of the step that trained the pairs; after_update = re-measured after it",
                                "step")
-    normaliser: str = _help("quantile = q20/q80 of all rewards so far (both papers); ema-z = per-RM z-score", "quantile")
+    normaliser: str = _help("q20/q80 rescaling over all rewards so far with LASeR's rules (quantile-laser), "
+                            "BayesianRouter's (quantile-bayesian) or the per-call rule of earlier runs (quantile); "
+                            "ema-z = per-RM z-score", "quantile-laser")
+    normaliser_scope: str = _help("pooled = one reward history; domain = one per prompt domain", "pooled")
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ class Method:
                        "RMs that join later come last)", ())
     join: dict = field(default_factory=dict, metadata={
         "help": "rm_id -> the iteration it joins the pool at (add-an-RM experiment); absent = from iteration 1"})
+    domains: tuple = _help("the prompt domains the method trains on (its rollouts' other groups are dropped); "
+                           "() = every domain", ())
     pairs_per_prompt: int = _help("budget.pairs_per_prompt", 2)
     batch_prompts: int = _help("budget.batch_prompts: prompts per training batch (and per-batch decision)", 16)
 
@@ -94,7 +102,7 @@ class Method:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["rms"] = list(self.rms)
+        data["rms"], data["domains"] = list(self.rms), list(self.domains)
         return data
 
     @classmethod
@@ -102,7 +110,8 @@ class Method:
         if not data.get("rms"):
             raise ValueError(f"method {data.get('name')!r}: no `rms` (pool) in the resolved method; resolve it with "
                              "resolve_methods")
-        return cls(**{**data, "recipe": Recipe(**data["recipe"]), "rms": tuple(data["rms"]), "join": dict(data.get("join", {}))})
+        return cls(**{**data, "recipe": Recipe(**data["recipe"]), "rms": tuple(data["rms"]), "join": dict(data.get("join", {})),
+                      "domains": tuple(data.get("domains", ()))})
 
 
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
@@ -113,14 +122,53 @@ METHOD_KEYS = tuple(f.name for f in fields(Method) if f.name not in ("name", "re
 EXTENDABLE_ROUTERS = ("linucb", "thompson", "random", "ensemble", "oracle")  # routers whose state grows with the pool
 
 
+BASELINE_SEPARATOR = "@"  # "<baseline>@<recipe>": a baseline's name says which recipe trained it
+
+
+def baseline_specs(config: dict, rm_ids: list[str]) -> dict[str, dict]:
+    """The methods the `baselines:` block stands for: each listed baseline once per recipe, named
+    `<baseline>@<recipe>` so a table shows the recipe, with the recipe set, so that a routed method
+    is compared with baselines trained exactly as it is. Baselines: `single` (every RM of `rm_ids`,
+    one method each, named by its rm_id), `random`, `oracle`, `ensemble-<combine>` and any router
+    name (e.g. `linucb`: LASeR's router under another recipe). An item `{name: {key: value}}`
+    overrides method keys of that baseline (its bandit reward, say), never the recipe's training."""
+    out = {}
+    for recipe, names in (config.get("baselines") or {}).items():
+        where = f"baselines.{recipe}"
+        if recipe not in config["recipes"]:
+            raise ConfigError(f"{where}: {recipe!r} is not defined under recipes ({sorted(config['recipes'])})")
+        for item in names:
+            # An item is a name, or {name: overrides}: e.g. a router's own bandit reward under another recipe.
+            baseline, overrides = next(iter(item.items())) if isinstance(item, dict) else (item, {})
+            if baseline == "single":
+                specs = {rm: {"router": "single", "rm": rm} for rm in rm_ids}
+            elif baseline.startswith("ensemble-"):
+                combine = baseline.removeprefix("ensemble-")
+                if combine not in COMBINES:
+                    raise ConfigError(f"{where}: {baseline!r} combines by {combine!r}; expected one of "
+                                      f"{[f'ensemble-{c}' for c in COMBINES]}")
+                specs = {baseline: {"router": "ensemble", "combine": combine}}
+            elif baseline in ROUTERS:
+                specs = {baseline: {"router": baseline}}
+            else:
+                raise ConfigError(f"{where}: {baseline!r} is not a baseline; expected 'single', 'ensemble-<combine>' "
+                                  f"or a router of {list(ROUTERS)}")
+            # The schema keeps "@" out of the names under `methods:`, so these never collide with them.
+            out.update({f"{name}{BASELINE_SEPARATOR}{recipe}": {**spec, **overrides, "recipe": recipe}
+                        for name, spec in specs.items()})
+    return out
+
+
 def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = ()) -> dict[str, Method]:
-    """Every method of the config with its recipe, budget and router parameters filled in, or a
-    ConfigError naming the field that cannot work. `opt_in` are rm_ids a method's pool holds only
-    when the method names them (R2M rows: they train inside the loop of every method that holds them)."""
+    """Every method of the config (`methods:`, then those `baselines:` stands for) with its recipe,
+    budget and router parameters filled in, or a ConfigError naming the field that cannot work.
+    `opt_in` are rm_ids a method's pool holds only when the method names them (R2M rows: they
+    train inside the loop of every method that holds them)."""
     out = {}
     budget = config["budget"]
     iterations = budget["iterations"]
-    for name, spec in config["methods"].items():
+    static_rms = [r for r in rm_ids if r not in opt_in]
+    for name, spec in {**config["methods"], **baseline_specs(config, static_rms)}.items():
         where = f"methods.{name}"
         router = spec.get("router")
         if router not in ROUTERS:
@@ -155,12 +203,18 @@ def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = (
             raise ConfigError(f"{where}.join: router {router!r} cannot take an RM mid-run; use one of {list(EXTENDABLE_ROUTERS)}")
         if join and len(join) == len(rms):
             raise ConfigError(f"{where}.join: every RM of the pool joins late; iteration 1 would have none")
-        if join and method.recipe.normaliser != "quantile":
-            raise ConfigError(f"{where}.join: needs normaliser 'quantile' (shared by all arms), got {method.recipe.normaliser!r}")
+        if join and method.recipe.normaliser == "ema-z":
+            raise ConfigError(f"{where}.join: needs normaliser 'quantile', 'quantile-laser' or 'quantile-bayesian' "
+                              f"(shared by all arms), got {method.recipe.normaliser!r}")
+        domains = spec.get("domains")
+        if domains is not None and (not domains or len(set(domains)) != len(domains)
+                                    or any(d not in DOMAINS for d in domains)):
+            raise ConfigError(f"{where}.domains: {domains!r} must be distinct domain names from {list(DOMAINS)}, "
+                              "at least one (leave the key out for every domain)")
         if spec.get("noise_rm") is not None and spec["noise_rm"] not in rms:
             raise ConfigError(f"{where}.noise_rm: {spec['noise_rm']!r} is not in the method's pool ({rms})")
         rms = [r for r in rms if r not in join] + sorted(join, key=lambda r: (int(join[r]), rms.index(r)))
-        method = replace(method, rms=tuple(rms), join={r: int(v) for r, v in join.items()})
+        method = replace(method, rms=tuple(rms), join={r: int(v) for r, v in join.items()}, domains=tuple(domains or ()))
         if router == "single":
             method = replace(method, arm=rms.index(spec["rm"]))
         if router in OFFLINE_ROUTERS and method.granularity != "pair":
