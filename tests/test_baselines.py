@@ -60,3 +60,24 @@ def test_the_separator_is_reserved_for_generated_names(project: Path):
     config["methods"]["random@laser"] = {"router": "random"}
     with pytest.raises(ConfigError, match=r"config: methods: .*random@laser"):
         load_config(config, project)
+
+
+def test_an_item_may_override_method_keys_but_trains_with_the_recipe(project: Path):
+    config = with_baselines({"bayesian": [{"linucb": {"reward": "neg_loss", "normaliser": "quantile-laser"}}]},
+                            methods={"bayesian": {"router": "thompson"}})
+    _, _, methods = load_config(config, project)
+    m, routed = methods["linucb@bayesian"], methods["bayesian"]
+    assert m.router == "linucb" and m.recipe.reward == "neg_loss" and m.recipe.normaliser == "quantile-laser"
+    training = ("pair_rule", "tie_threshold", "loss", "beta", "nll_weight", "reference", "lr", "epochs")
+    assert all(getattr(m.recipe, k) == getattr(routed.recipe, k) for k in training)
+
+
+def test_the_default_compares_within_recipes(project: Path):
+    """laser_table1's and bayesian_table1's rows: every baseline of the default shares its routed method's training."""
+    _, sheet, methods = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+    training = ("pair_rule", "tie_threshold", "loss", "beta", "nll_weight", "reference", "lr", "epochs")
+    for name, m in methods.items():
+        routed = methods["laser" if m.recipe_name == "laser" else "bayesian"]
+        assert all(getattr(m.recipe, k) == getattr(routed.recipe, k) for k in training), name
+    for recipe in ("laser", "bayesian"):
+        assert {f"{rm}@{recipe}" for rm in sheet["rm_id"]} <= set(methods)
