@@ -23,7 +23,7 @@ def bsr_penalty(rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor, co
 class BSRRewardTrainer(RewardTrainer):
     """TRL's RewardTrainer with the batch sum-to-zero penalty added to its BT loss."""
 
-    def __init__(self, *args, bsr_coef: float = 1e-3, bsr_batch_scale: bool = False, **kwargs):
+    def __init__(self, *args, bsr_coef: float = 1e-3, bsr_batch_scale: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.bsr_coef = bsr_coef
         self.bsr_batch_scale = bsr_batch_scale

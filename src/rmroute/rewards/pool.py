@@ -111,7 +111,7 @@ def train_generative_rm(init_source: str, tokenizer, pairs: list[dict], *, steps
 
 
 def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: str, steps: int, batch_size: int,
-                       lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = False, new_layers: int = 0,
+                       lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = True, new_layers: int = 0,
                        freeze_init: bool = False, use_cpu: bool = True):
     """A sequence-classifier RM initialised from `init_source` (the SFT policy, or an RM fine-tuned
     on the RM's domains such as a generative specialist), trained with TRL's RewardTrainer (BT) or
