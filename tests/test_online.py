@@ -129,8 +129,10 @@ def batches_of(n_groups: int, size: int = 4) -> list[list[dict]]:
 @pytest.mark.parametrize("make, prompts", [(laser, 64), (bayesian, 160)], ids=["linucb-per-batch", "thompson-per-pair"])
 def test_routers_learn_the_lowest_loss_rm_within_the_first_iteration(tiny_policy, tmp_path, make, prompts):
     # Thompson sampling keeps exploring in proportion to its posterior spread (λ0 = 1, σ² = 1, the
-    # paper's values, against rewards in [0, 1]), so it is given more batches than LinUCB.
-    _, labeler = run_loop(tiny_policy, make(), batches_of(prompts), tmp_path=tmp_path)
+    # paper's values, against rewards in [0, 1]), so it is given more batches than LinUCB. The
+    # per-call quantile rule: LASeR's own returns the first reward raw (about -1 on a [0, 1] scale),
+    # which sinks whichever arm LinUCB tried first, the best one included.
+    _, labeler = run_loop(tiny_policy, make(normaliser="quantile"), batches_of(prompts), tmp_path=tmp_path)
     decisions = list(dict.fromkeys((r["decision_id"], r["arm"]) for r in labeler.rows))
     second_half = [arm for _, arm in decisions[len(decisions) // 2 :]]
     share = Counter(second_half)[0] / len(second_half)

@@ -27,6 +27,7 @@ from rmroute.pairs import build_pairs, candidate_pairs, random_routed
 from rmroute.routers import combine_scores
 
 BATCH_ORDERS = ("interleaved", "blocked", "mixed")
+MIXED_DOMAIN = "mixed"  # the reward-history domain of a per-batch decision over prompts of several domains
 
 
 def training_batches(groups: list[dict], batch_prompts: int, order: str, seed: str | int) -> list[list[int]]:
@@ -194,6 +195,9 @@ class RoutedLabeler:
 
     def _emit(self, group: dict, built: list[tuple[int, int]], decision: dict, row: dict, pairs: list[dict]) -> None:
         gold = group.get("gold")
+        # The domain whose reward history rescales the decision's reward (normaliser_scope: domain).
+        domain = group.get("domain")
+        decision["domain"] = domain if decision.get("domain", domain) == domain else MIXED_DOMAIN
         for w, lo in built:
             decision["pairs"].append(len(pairs))
             pairs.append({
@@ -313,8 +317,10 @@ class RoutedLabeler:
         minus the pair's. Decisions without a trained pair get no reward and no update. `also`
         maps a name to other per-pair losses of the same pairs (e.g. `after_update`: re-measured
         after the step), whose rewards are logged as `loss_<name>` and `bandit_reward_raw_<name>`
-        for analysis and never reach the router. Returns the normalised rewards of the rewarded
-        decisions.
+        for analysis and never reach the router. The normaliser rescales the rewards in decision
+        order, each with its decision's prompt domain (`mixed` for a batch over several domains),
+        which a per-domain normaliser keys its history on. Returns the normalised rewards of the
+        rewarded decisions.
         """
         if self._pending is None:
             raise RuntimeError("feedback() without a labelled batch: call label() first")
@@ -332,7 +338,7 @@ class RoutedLabeler:
         if not rewarded or self.normaliser is None or self.router is None:
             return np.zeros(0)  # ensembles and the oracle learn nothing: their raw rewards are logged only
         arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
-        norm = self.normaliser(np.array(raw), arms)
+        norm = self.normaliser(np.array(raw), arms, domains=[d["domain"] for d in rewarded])
         for decision, value in zip(rewarded, norm):
             for r in decision["rows"]:
                 self.rows[r]["bandit_reward_norm"] = float(value)

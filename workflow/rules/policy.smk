@@ -95,6 +95,7 @@ rule rollout:
         budget=ROLLOUT_BUDGET,
         backend=config.get("rollout"),
         it=iteration_number,
+        domains=lambda wildcards: list(METHODS[wildcards.method].domains),  # only what the method trains on
         device=config["device"],
     threads: config["threads"]
     resources:

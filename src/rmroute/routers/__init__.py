@@ -20,7 +20,9 @@ from rmroute.routers.exp3 import Exp3Router
 from rmroute.routers.linucb import LinUCBRouter
 from rmroute.routers.normalisers import (
     NORMALISER_NAMES,
+    QUANTILE_PRESETS,
     EMAZScore,
+    PerDomain,
     QuantileNormaliser,
     make_normaliser,
 )
@@ -62,9 +64,9 @@ def make_router(name: str, n_arms: int, dim: int, seed: int = 0, **kwargs: Any) 
 
 
 __all__ = [
-    "COMBINER_NAMES", "NORMALISER_NAMES", "ROUTER_CLASSES", "ROUTER_NAMES",
+    "COMBINER_NAMES", "NORMALISER_NAMES", "QUANTILE_PRESETS", "ROUTER_CLASSES", "ROUTER_NAMES",
     "EMAZScore", "Exp3Router", "LinUCBRouter", "OfflineOnlyRouter", "OfflineRouter", "OfflineTrainConfig",
-    "OracleRouter", "QuantileNormaliser", "RandomRouter", "Router", "SingleRouter", "ThompsonRouter",
+    "OracleRouter", "PerDomain", "QuantileNormaliser", "RandomRouter", "Router", "SingleRouter", "ThompsonRouter",
     "arm_embeddings", "balanced_row_weights", "combine_mean", "combine_min", "combine_scores",
     "combine_uncertainty", "combine_vote", "load_state", "make_normaliser", "make_router", "pair_vector",
     "router_accuracy", "router_bt_loss", "save_state", "train_offline_router", "validation_split", "zscore_rows",
