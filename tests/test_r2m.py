@@ -1,5 +1,6 @@
 """R2M and the BSR term on tiny local models: the loss terms against direct computations, the ω
-schedule, what trains and what stays frozen, the controls, and the state file."""
+schedule (and the ω scoring uses), what trains and what stays frozen, the controls, and the state
+file."""
 
 from __future__ import annotations
 
@@ -96,6 +97,8 @@ def test_omega_schedule_decays_from_one_to_its_floor():
     assert omega(crossing * 100 - 1, 100, 0.6) > 0.6 and omega(crossing * 100 + 1, 100, 0.6) == 0.6
     values = [omega(t, 100, 0.7) for t in range(101)]
     assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(v >= 0.7 for v in values) and values[0] == 1.0 and values[-1] == 0.7
+    assert values[10] == pytest.approx(0.5 * math.cos(math.pi * 0.1) + 0.5)  # on the cosine above the floor
     with pytest.raises(ValueError, match="total steps"):
         omega(0, 0, 0.6)
 
@@ -143,7 +146,8 @@ def test_policy_hidden_states_match_an_unpadded_forward(tiny):
 
 def test_zeroed_attention_output_reduces_r2m_to_the_base_rm(tiny):
     """With W_o = 0, Ĥ = 0 and H = ωH_last: at t = 0 (ω = 1) R2M's score is the base RM's, and at
-    any ω it is ω times the base RM's (the head has no bias), so it ranks exactly as the base RM."""
+    any ω it is ω times the base RM's (the head has no bias), so it ranks exactly as the base RM.
+    Scoring follows the schedule (`paper`): ω(0) = 1 before any update, Ω once t = T."""
     root, tok, groups = tiny
     flat_p, flat_r, states, _ = _group_hidden(root, tok, groups)
     r2m = R2M.from_base(root / "rm", policy_dim=24, config=R2MConfig(attn_dim=8), total_steps=10)
@@ -156,6 +160,8 @@ def test_zeroed_attention_output_reduces_r2m_to_the_base_rm(tiny):
     h, mask = _pad_states(states)
     at_start = r2m.rewards_from_states(h_last, h, mask, omega(0, 10, 0.6)).detach().numpy()
     assert np.allclose(at_start, base, atol=1e-5)
+    assert np.allclose(r2m.score(flat_p, flat_r, states), base, atol=1e-5)  # t = 0: ω = 1
+    r2m.step = r2m.total_steps
     scored = r2m.score(flat_p, flat_r, states)  # at ω(T) = Ω
     assert np.allclose(scored, 0.6 * np.asarray(base), atol=1e-5)
     assert (np.argsort(scored) == np.argsort(base)).all()
@@ -163,6 +169,24 @@ def test_zeroed_attention_output_reduces_r2m_to_the_base_rm(tiny):
     with torch.no_grad():
         r2m.attention.o.weight.normal_()
     assert not np.allclose(r2m.score(flat_p, flat_r, states), 0.6 * np.asarray(base), atol=1e-3)
+
+
+def test_before_any_update_r2m_scores_as_its_base_head_on_h_last(tiny):
+    """The paper's ω(0) = 1: an R2M at step 0, its attention untrained but not zero, scores exactly
+    as its base RM's head on H_last; `omega_schedule: floor` (the variant) scores at Ω from the start."""
+    root, tok, groups = tiny
+    flat_p, flat_r, states, _ = _group_hidden(root, tok, groups)
+    r2m = R2M.from_base(root / "rm", policy_dim=24, config=R2MConfig(attn_dim=8), total_steps=10)
+    assert r2m.step == 0 and r2m.score_omega == 1.0
+    h_last = r2m.rm_states(flat_p, flat_r)
+    np.testing.assert_allclose(r2m.score(flat_p, flat_r, states), r2m.base_scores(h_last), rtol=0, atol=1e-6)
+    base = models.rm_scores(r2m.base, tok, flat_p, [r + tok.eos_token for r in flat_r])
+    np.testing.assert_allclose(r2m.score(flat_p, flat_r, states), base, atol=1e-5)
+    r2m.step = 3
+    assert r2m.score_omega == omega(3, 10, 0.6) < 1.0
+    floor = R2M.from_base(root / "rm", policy_dim=24, config=R2MConfig(attn_dim=8, omega_schedule="floor"), total_steps=10)
+    assert floor.score_omega == 0.6
+    assert not np.allclose(floor.score(flat_p, flat_r, states), base, atol=1e-3)
 
 
 def _own_scores(r2m, flat_p, flat_r, states, size):
@@ -190,16 +214,22 @@ def test_update_trains_attention_and_head_and_leaves_the_base_frozen(tiny):
     assert any(not torch.equal(attention_before[k], v) for k, v in r2m.attention.state_dict().items())
 
 
-def test_untrained_control_keeps_the_attention_at_its_initial_weights(tiny):
+@pytest.mark.parametrize("freezes", ["all", "attention"])
+def test_untrained_control_keeps_the_attention_at_its_initial_weights(tiny, freezes):
+    """`all` (the paper's w/o train): attention and head keep their initial weights, while t and
+    ω(t) advance as R2M's and the loss is logged; `attention` (the variant): the head trains."""
     root, tok, groups = tiny
     flat_p, flat_r, states, grouped = _group_hidden(root, tok, groups)
     r2m = R2M.from_base(root / "rm", policy_dim=24, config=R2MConfig(attn_dim=8, epochs=2, batch_groups=4, lr=1e-2,
-                                                                     feedback="untrained"), total_steps=4)
-    attention_before = {k: v.clone() for k, v in r2m.attention.state_dict().items()}
-    head_before = r2m.head.weight.clone()
-    r2m.update(groups["prompts"], groups["responses"], _own_scores(r2m, flat_p, flat_r, states, 4), grouped)
-    assert all(torch.equal(attention_before[k], v) for k, v in r2m.attention.state_dict().items())
-    assert not torch.equal(head_before, r2m.head.weight)
+                                                                     feedback="untrained", untrained_freezes=freezes),
+                        total_steps=4)
+    before = {k: v.clone() for k, v in r2m.trainable_state().items()}
+    log = r2m.update(groups["prompts"], groups["responses"], _own_scores(r2m, flat_p, flat_r, states, 4), grouped)
+    after = r2m.trainable_state()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("attention."))
+    assert torch.equal(before["head.weight"], after["head.weight"]) == (freezes == "all")
+    assert r2m.step == 4 and [row["step"] for row in log] == [0, 1, 2, 3]
+    assert all(np.isfinite(row["loss"]) for row in log)
 
 
 def test_noise_control_replaces_the_policy_states_by_noise_of_their_scale(tiny):
@@ -246,3 +276,6 @@ def test_bad_r2m_settings_name_the_field():
         R2MConfig(feedback="random")
     with pytest.raises(ValueError, match="r2m.omega_floor"):
         R2MConfig(omega_floor=1.5)
+    for name in ("omega_schedule", "update_every", "untrained_freezes"):
+        with pytest.raises(ValueError, match=f"r2m.{name}"):
+            R2MConfig(**{name: "sometimes"})

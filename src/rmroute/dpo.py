@@ -28,6 +28,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from rmroute.methods import Recipe
 from rmroute.models import trainer_settings
+from rmroute.rewards.r2m import R2MRewardModel
 
 LOSSES = {"dpo_nll": ["sigmoid", "sft"], "dpo": ["sigmoid"], "nll": ["sft"]}
 REWARD_TIMINGS = ("step", "after_update")
@@ -121,7 +122,7 @@ def _slot_collator(examples: list[dict]) -> dict:
 
 class _RouterFeedback(TrainerCallback):
     """After each optimiser step (and before the next batch is routed), the step's losses go back
-    to the router."""
+    to the router and the pool's R2M members train on the step's groups."""
 
     def __init__(self, trainer: RoutedDPOTrainer):
         self.trainer = trainer
@@ -139,7 +140,7 @@ class RoutedDPOTrainer(DPOTrainer):
             (`{"id", "prompt", "responses", ...}`), in training order.
         epochs: passes over the batches. The first pass routes each batch and feeds its losses
             back; later passes (a fraction allowed) re-train on the pairs already labelled, in a
-            seeded order, without routing or bandit updates.
+            seeded order, without routing, bandit updates or R2M updates.
         reward_timing: `step` (the papers'): the bandit reward comes from the loss of the step
             that trained the pairs; `after_update`: from the pairs' loss re-measured right after
             that step (one extra forward pass of the policy per batch).
@@ -148,6 +149,11 @@ class RoutedDPOTrainer(DPOTrainer):
             reward-validity table; one extra forward pass per batch under `step`).
         Everything else is passed to DPOTrainer (model, ref_model, args, processing_class, ...);
         `train_dataset` and `data_collator` are built here.
+
+    R2M members of the pool (`rmroute.rewards.r2m.R2MRewardModel`) get their optimisation phase
+    after every routed step, as the paper's RM follows every policy step: each trains on the
+    step's groups it scored whole, with the hidden states of the policy that step updated, so the
+    next batch is scored with its new weights and ω(t) (a no-op under `update_every: iteration`).
 
     After `train()`, `step_log` holds one dict per optimiser step (batch, routed, pairs, loss,
     and `loss_check`, the gap between TRL's loss and the mean of the per-pair losses).
@@ -225,7 +231,7 @@ class RoutedDPOTrainer(DPOTrainer):
             pairs = self.labelled[batch]
         collated, kept = self._tokenize(pairs)
         self._current = {"batch": batch, "routed": routed, "pairs": pairs, "inputs": collated, "kept": kept,
-                         "losses": None, "ref_logps": None}
+                         "losses": None, "ref_logps": None, "step": self.state.global_step}
         if collated is None:
             # Nothing to train on: no backward, so every gradient stays None and the optimiser
             # leaves the weights (and its moments) untouched.
@@ -278,7 +284,9 @@ class RoutedDPOTrainer(DPOTrainer):
         return pair_losses(logps, current["ref_logps"], inputs["completion_mask"], self.loss_types, self.loss_weights, self.beta)
 
     def feed_back(self) -> None:
-        """The last routed batch's per-pair losses to the labeler (router update)."""
+        """The last routed batch's per-pair losses to the labeler (router update), then the R2M
+        members' update on its groups. A replay labels nothing, so it gives R2M no new own
+        scores to learn from and updates neither."""
         current, self._current = self._current, None
         if current is None or not current["routed"]:
             return
@@ -291,3 +299,6 @@ class RoutedDPOTrainer(DPOTrainer):
                 timings["after_update"][current["kept"]] = self._remeasure(current)["total"]
         primary = timings.pop(self.reward_timing)
         self.labeler.feedback(primary, also=timings)
+        for rm in self.labeler.pool:
+            if isinstance(rm, R2MRewardModel):
+                rm.after_step(self.model, self._tokenizer, self.batches[current["batch"]], current["step"])

@@ -4,26 +4,32 @@ policy's hidden states.
 The base RM's last-token state H_last queries a cross-attention over the policy's last-layer
 hidden states h of the same prompt + response, q = H_last W_q, k = h W_k, v = h W_v,
 Ĥ = softmax(q kᵀ/√d) v W_o; the head φ scores H = (1 − ω)Ĥ + ωH_last with
-ω(t) = max(½cos(πt/T) + ½, Ω). Only the attention block and φ train (the base RM is frozen),
-on the RM's own best vs worst response per group, with 0.7·BT + 0.3·GRE (the entropy of the
-softmax of the group's standardised rewards). Scoring uses ω(T) = Ω.
+ω(t) = max(½cos(πt/T) + ½, Ω), t the R2M optimiser steps taken so far and T those of the whole
+run. Only the attention block and φ train (the base RM is frozen), on the RM's own best vs worst
+response per group, with 0.7·BT + 0.3·GRE (the entropy of the softmax of the group's standardised
+rewards). As in the paper, scoring uses the same ω(t) as training (`omega_schedule: paper`): an
+R2M that has not trained yet scores as its base RM (ω(0) = 1), and the feedback enters as it
+trains; `omega_schedule: floor` scores at ω(T) = Ω from the start.
 
 No public code exists; this follows the paper's description (METHODS.md §4). The controls are
 `feedback="noise"` (h replaced by Gaussian noise of the same per-dimension mean and scale),
-`feedback="untrained"` (the attention block keeps its initial weights; only φ trains) and
-`feedback="off"` (the plain base RM: its own head on H_last, and `update` trains nothing).
+`feedback="untrained"` (the paper's "w/o train": attention and φ keep their initial weights,
+`untrained_freezes: all`; `attention` lets φ train) and `feedback="off"` (the plain base RM: its
+own head on H_last, and `update` trains nothing).
 
 In an iterative-DPO loop (the paper uses RLOO), per iteration k of M:
 1. rollout: the policy π_{k-1} samples the groups; `policy_hidden_states(π_{k-1}, ...)` gives
    each prompt + response's feedback (one batched forward pass; `save_policy_hidden` keeps it);
 2. scoring: `R2M.load(base_dir, state_{k-1})` (or `R2M.from_base(base_dir, policy_dim,
-   total_steps=T)` at k = 1, with T = M × `steps_per_update(prompts per iteration)`) scores the
-   groups with `score(prompts, responses, policy_hidden)`; those scores label the DPO pairs and
-   are R2M's own scores for step 4;
-3. the DPO update gives π_k;
-4. `update(prompts, responses, own_scores, policy_hidden)` with the hidden states refreshed by
-   π_k (the paper refreshes them with the policy's last update), then `save(state_k)`.
-`rmroute.stages.r2m_probe` runs steps 2 and 4 for one iteration beside the controls.
+   total_steps=T)` at k = 1, T from `r2m_steps_per_iteration`) scores each training batch's
+   groups with `score(prompts, responses, policy_hidden)` at ω(t); those scores label the DPO
+   pairs and are R2M's own scores for step 3;
+3. `update(prompts, responses, own_scores, policy_hidden)`, with the hidden states of the policy
+   just updated: as in the paper after every policy optimiser step, on that step's groups, so the
+   next batch is scored with the new weights and ω(t) (`update_every: step`, in
+   `rmroute.dpo.RoutedDPOTrainer`), or once on all the iteration's groups after the whole DPO
+   update (`update_every: iteration`); then `save(state_k)`, which carries t into iteration k + 1.
+`rmroute.stages.r2m_probe` runs steps 2 and 3 for one iteration beside the controls.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ import torch.nn.functional as F
 from rmroute.rewards.sources import R2M_SOURCES, parse_r2m_source  # noqa: F401  (re-exported)
 
 FEEDBACKS = ("policy", "noise", "untrained", "off")
+OMEGA_SCHEDULES = ("paper", "floor")
+UPDATE_EVERY = ("step", "iteration")
+UNTRAINED_FREEZES = ("all", "attention")
 
 
 @dataclass
@@ -53,19 +62,28 @@ class R2MConfig:
     bt_weight: float = 0.7  # weight of the BT term on the RM's own best vs worst pairs
     gre_weight: float = 0.3  # weight of the group reward entropy
     lr: float = 1e-3  # AdamW learning rate of the attention block and φ
-    epochs: int = 4  # passes over one iteration's groups per update
+    epochs: int = 4  # passes over one update's groups
     batch_groups: int = 32  # groups per optimiser step
+    omega_schedule: str = "paper"  # paper: score at the training schedule's ω(t); floor: score at Ω
+    update_every: str = "step"  # step: an update after every policy optimiser step (the paper); iteration: one per iteration
+    untrained_freezes: str = "all"  # the untrained control: all = attention and φ (the paper's w/o train); attention = φ trains
     feedback: str = "policy"  # policy = R2M; noise / untrained / off = the controls (off = the plain base RM)
     seed: int = 0  # attention initialisation, batch order and the noise control's draws
 
     def __post_init__(self):
-        if self.feedback not in FEEDBACKS:
-            raise ValueError(f"r2m.feedback: {self.feedback!r} is not one of {FEEDBACKS}")
+        for name, allowed in (("feedback", FEEDBACKS), ("omega_schedule", OMEGA_SCHEDULES), ("update_every", UPDATE_EVERY),
+                              ("untrained_freezes", UNTRAINED_FREEZES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"r2m.{name}: {getattr(self, name)!r} is not one of {allowed}")
         if not 0.0 <= self.omega_floor <= 1.0:
             raise ValueError(f"r2m.omega_floor: {self.omega_floor} is outside [0, 1]")
         for name in ("attn_dim", "epochs", "batch_groups"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"r2m.{name}: {getattr(self, name)} must be at least 1")
+
+    def steps_per_update(self, n_groups: int) -> int:
+        """Optimiser steps one update on `n_groups` groups takes (to size the schedule's T)."""
+        return self.epochs * math.ceil(n_groups / self.batch_groups)
 
 
 def omega(t: float, total: float, floor: float) -> float:
@@ -197,8 +215,9 @@ class R2M(nn.Module):
     """A frozen base classifier RM + the trainable policy-feedback attention and score head φ.
 
     `score` rates (prompt, response) rows given the policy's hidden states of those rows; `update`
-    trains on one iteration's groups; `save` / `load` keep the trained state as one safetensors
-    file (attention, φ, the step counter t and the schedule length T)."""
+    trains on one update's groups (one policy step's, or one iteration's); `save` / `load` keep the
+    trained state as one safetensors file (attention, φ, the step counter t and the schedule length
+    T). AdamW's moments last as long as the loaded model (one iteration of the loop)."""
 
     STATE_KEYS = ("attn_dim", "omega_floor", "feedback", "policy_dim", "rm_dim")
 
@@ -222,7 +241,10 @@ class R2M(nn.Module):
         self.head = copy.deepcopy(head).float().requires_grad_(True)  # φ starts as the base RM's head
         if self.config.feedback == "untrained":
             self.attention.requires_grad_(False)
+            if self.config.untrained_freezes == "all":
+                self.head.requires_grad_(False)
         self.step, self.total_steps = 0, int(total_steps)
+        self._optimiser: torch.optim.Optimizer | None = None
         self._noise = torch.Generator().manual_seed(self.config.seed + 1)
 
     # ---- construction and files
@@ -312,13 +334,15 @@ class R2M(nn.Module):
         return head(h_last.to(head.weight.device, head.weight.dtype)).squeeze(-1).float().cpu().numpy()
 
     @property
-    def omega_eval(self) -> float:
-        """ω(T): the weight the trained R2M scores with."""
-        return omega(self.total_steps, self.total_steps, self.config.omega_floor)
+    def score_omega(self) -> float:
+        """The ω scoring uses: `paper`, ω(t) at the steps trained so far, as training uses it (1
+        before any update: the base head on H_last); `floor`, ω(T) = Ω."""
+        t = self.step if self.config.omega_schedule == "paper" else self.total_steps
+        return omega(t, self.total_steps, self.config.omega_floor)
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], policy_hidden: list[torch.Tensor]) -> np.ndarray:
-        """R2M rewards of (prompt, response) rows, given each row's policy hidden states, at ω(T)."""
+        """R2M rewards of (prompt, response) rows, given each row's policy hidden states, at `score_omega`."""
         if not (len(prompts) == len(responses) == len(policy_hidden)):
             raise ValueError(f"score: {len(prompts)} prompts, {len(responses)} responses and {len(policy_hidden)} "
                              "policy hidden-state rows must match")
@@ -332,24 +356,26 @@ class R2M(nn.Module):
         out = []
         for i in range(0, len(policy_hidden), self.batch_size):
             h, mask = _pad_states(policy_hidden[i:i + self.batch_size])
-            out.append(self.rewards_from_states(h_last[i:i + self.batch_size], h, mask, self.omega_eval))
+            out.append(self.rewards_from_states(h_last[i:i + self.batch_size], h, mask, self.score_omega))
         return torch.cat(out).numpy()
 
     # ---- training
 
     def steps_per_update(self, n_groups: int) -> int:
         """Optimiser steps one `update` on `n_groups` groups takes (to size the schedule's T)."""
-        return self.config.epochs * math.ceil(n_groups / self.config.batch_groups)
+        return self.config.steps_per_update(n_groups)
 
     def update(self, prompts: list[str], responses: list[list[str]], own_scores: list[list[float]],
                policy_hidden: list[list[torch.Tensor]]) -> list[dict]:
-        """Train the attention block and φ on one iteration's groups.
+        """Train the attention block and φ on one update's groups.
 
         `prompts[g]` has the responses `responses[g]`, the scores this R2M gave them when it
-        labelled the iteration (`own_scores[g]`: they choose the best vs worst pair) and the
-        policy's hidden states of each prompt + response (`policy_hidden[g]`). Each optimiser
-        step uses ω(t) and advances t; the base RM stays frozen. Returns one log row per step
-        (none for the `off` control, which has nothing to train)."""
+        labelled them (`own_scores[g]`: they choose the best vs worst pair) and the policy's
+        hidden states of each prompt + response (`policy_hidden[g]`). Each optimiser step uses
+        ω(t) and advances t; the base RM stays frozen. A control with nothing trainable (untrained,
+        `untrained_freezes: all`) still takes its steps, without a gradient, so that its t and ω(t)
+        follow R2M's and its loss is logged. Returns one log row per step (none for the `off`
+        control, which has nothing to train)."""
         if self.config.feedback == "off":
             return []
         n = {len(r) for r in responses}
@@ -362,7 +388,8 @@ class R2M(nn.Module):
         h_last = self.rm_states(flat_prompts, [r for group in responses for r in group]).view(len(prompts), size, -1)
         own = torch.tensor(own_scores, dtype=torch.float32)
         params = [p for p in (*self.attention.parameters(), *self.head.parameters()) if p.requires_grad]
-        optimiser = torch.optim.AdamW(params, lr=self.config.lr)
+        if params and self._optimiser is None:
+            self._optimiser = torch.optim.AdamW(params, lr=self.config.lr)
         order = torch.Generator().manual_seed(self.config.seed * 1000 + self.step)
         log = []
         self.train()
@@ -372,13 +399,15 @@ class R2M(nn.Module):
                 batch = perm[i:i + self.config.batch_groups]
                 h, mask = _pad_states([s for g in batch for s in policy_hidden[g]])
                 w = omega(self.step, self.total_steps, self.config.omega_floor)
-                rewards = self.rewards_from_states(h_last[batch].reshape(-1, self.rm_dim), h, mask, w).view(len(batch), size)
-                bt = best_vs_worst_bt(rewards, own[batch])
-                gre = group_reward_entropy(rewards)
-                loss = self.config.bt_weight * bt + self.config.gre_weight * gre
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+                with torch.set_grad_enabled(bool(params)):
+                    rewards = self.rewards_from_states(h_last[batch].reshape(-1, self.rm_dim), h, mask, w).view(len(batch), size)
+                    bt = best_vs_worst_bt(rewards, own[batch])
+                    gre = group_reward_entropy(rewards)
+                    loss = self.config.bt_weight * bt + self.config.gre_weight * gre
+                if params:
+                    self._optimiser.zero_grad()
+                    loss.backward()
+                    self._optimiser.step()
                 log.append({"step": self.step, "omega": w, "loss": loss.item(), "bt": bt.item(), "gre": gre.item()})
                 self.step += 1
         self.eval()
@@ -387,16 +416,19 @@ class R2M(nn.Module):
 
 # ---------------------------------------------------------------- R2M as a member of the routed pool
 
-R2M_SETTING_KEYS = ("attn_dim", "omega_floor", "bt_weight", "gre_weight", "lr", "epochs", "batch_groups")  # of the `r2m:` block
+R2M_SETTING_KEYS = ("attn_dim", "omega_floor", "bt_weight", "gre_weight", "lr", "epochs", "batch_groups",
+                    "omega_schedule", "update_every", "untrained_freezes")  # of the `r2m:` block
 
 
-def r2m_steps_per_iteration(settings: dict, n_groups: int) -> int:
-    """Optimiser steps of one R2M update on `n_groups` groups: the schedule's T is this times the
-    number of iterations (a routed R2M that scores fewer groups reaches its floor Ω later)."""
+def r2m_steps_per_iteration(settings: dict, batch_sizes: list[int]) -> int:
+    """R2M optimiser steps in one iteration whose training batches hold `batch_sizes` groups: an
+    update on each batch's groups (`update_every: step`) or one on all of them (`iteration`). The
+    schedule's T is this times the number of iterations (a routed R2M that scores fewer groups
+    reaches its floor Ω later)."""
     config = R2MConfig(**{k: v for k, v in settings.items() if k in R2M_SETTING_KEYS})
-    return config.epochs * math.ceil(n_groups / config.batch_groups)
-
-
+    if config.update_every == "step":
+        return sum(config.steps_per_update(n) for n in batch_sizes)
+    return config.steps_per_update(sum(batch_sizes))
 
 
 class R2MRewardModel:
@@ -405,9 +437,14 @@ class R2MRewardModel:
     Per iteration: `begin_iteration(policy, tokenizer, groups)` takes the hidden states of the
     policy that sampled the iteration's rollouts (the policy entering the iteration; one batched
     forward pass over every prompt + response); `score` then rates rows like any `RewardModel`,
-    remembering its own scores; `end_iteration(policy, tokenizer, groups)` refreshes the hidden
-    states with the updated policy and trains the attention block and head on the groups this RM
-    scored whole (its own best vs worst); `save` writes the state the next iteration loads."""
+    remembering its own scores. An update trains the attention block and head on the groups this
+    RM scored whole (its own best vs worst), with the hidden states of the policy as just updated:
+    `after_step(policy, tokenizer, groups, policy_step)`, called by the trainer after each policy
+    optimiser step with that step's groups (`update_every: step`), or `end_iteration(...)` after
+    the whole DPO update with all the iteration's groups (`update_every: iteration`); each is a
+    no-op under the other setting. `log` holds one row per R2M optimiser step, with the policy
+    step the update followed and its number of groups; `save` writes the state the next
+    iteration loads."""
 
     def __init__(self, rm_id: str, base_dir: str, feedback: str, settings: dict, *, total_steps: int,
                  state_path: str | None = None, seed: int = 0, device: str = "cpu", max_length: int = 256,
@@ -463,16 +500,26 @@ class R2MRewardModel:
         self.calls += len(prompts)
         return out
 
-    def end_iteration(self, policy, tokenizer, groups: list[dict]) -> int:
-        """Train on the groups this RM scored whole, with the updated policy's hidden states;
-        returns how many groups it trained on."""
+    def after_step(self, policy, tokenizer, groups: list[dict], policy_step: int) -> int:
+        """`update_every: step`: train on the policy step's groups; returns how many it trained on."""
+        return self._train(policy, tokenizer, groups, policy_step) if self.model.config.update_every == "step" else 0
+
+    def end_iteration(self, policy, tokenizer, groups: list[dict], policy_step: int) -> int:
+        """`update_every: iteration`: train on the iteration's groups after its last policy step
+        `policy_step`; returns how many it trained on."""
+        return self._train(policy, tokenizer, groups, policy_step) if self.model.config.update_every == "iteration" else 0
+
+    def _train(self, policy, tokenizer, groups: list[dict], policy_step: int) -> int:
+        """Train on the groups of `groups` this RM scored whole, with `policy`'s hidden states."""
         whole = [g for g in groups if all((g["prompt"], r) in self._own for r in g["responses"])]
-        if whole and self.feedback != "off":
-            hidden = self._policy_states(policy, tokenizer, whole)
-            self.log += self.model.update(
-                [g["prompt"] for g in whole], [g["responses"] for g in whole],
-                [[self._own[(g["prompt"], r)] for r in g["responses"]] for g in whole],
-                [[hidden[(g["prompt"], r)] for r in g["responses"]] for g in whole])
+        if not whole or self.feedback == "off":
+            return 0
+        hidden = self._policy_states(policy, tokenizer, whole)
+        rows = self.model.update(
+            [g["prompt"] for g in whole], [g["responses"] for g in whole],
+            [[self._own[(g["prompt"], r)] for r in g["responses"]] for g in whole],
+            [[hidden[(g["prompt"], r)] for r in g["responses"]] for g in whole])
+        self.log += [{"policy_step": policy_step, "groups": len(whole), **row} for row in rows]
         return len(whole)
 
     def save(self, path) -> None:
