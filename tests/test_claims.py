@@ -249,7 +249,58 @@ def test_claims_table_checks_its_roles_too():
 
 def test_default_claims_block_loads(project: Path):
     config, _, methods = load_config(copy.deepcopy(DEFAULT), project)
-    assert set(config["claims"].values()) <= set(methods)
+    assert set(config["claims"].values()) - {C.AUTO} <= set(methods)
+
+
+def test_best_single_auto_is_accepted_and_a_name_still_checked(project: Path):
+    config = copy.deepcopy(DEFAULT)
+    config["claims"] = {"routed": "laser", "best_single": "auto"}
+    load_config(config, project)
+    config["claims"]["best_single"] = "laser"
+    with pytest.raises(ConfigError, match="claims.best_single"):
+        load_config(config, project)
+
+
+# ---------------------------------------------------------------- the best single RM, chosen on validation
+
+
+def validation(acc: dict[str, float]) -> pd.DataFrame:
+    """validation_accuracy.tsv rows: method -> accuracy after the last iteration (2) in every seed
+    and domain, and an iteration-1 row that favours the other way."""
+    return pd.DataFrame([{"method": m, "seed": s, "iteration": it, "domain": d, "accuracy": a if it == 2 else 1 - a}
+                         for m, a in acc.items() for s in SEEDS for it in (1, 2) for d in ("arith", "facts_mc")])
+
+
+def test_auto_best_single_is_the_candidate_best_on_validation():
+    acc = {"laser": [b + 0.10 + 0.002 * i for i, b in enumerate(BASE)], "rm-a": BASE, "ensemble-mean": BASE,
+           "rm-b": [b + 0.2 for b in BASE]}  # rm-b is best on test but not on validation
+    for roles in ({"routed": "laser", "ensemble": "ensemble-mean"}, {**ROLES, "best_single": "auto"}):
+        table = C.claims_table(roles, [*METHODS, "rm-b"], policy_accuracy=policy(acc),
+                               validation_accuracy=validation({"rm-a": 0.6, "rm-b": 0.5}),
+                               best_single_candidates=["rm-a", "rm-b"])
+        r = row(table, "1")
+        assert r["ours"] == pytest.approx(0.104)  # laser vs rm-a, on test
+        assert "best single RM rm-a: chosen on the validation split" in r["note"] and "laser vs rm-a" in r["note"]
+
+
+def test_an_explicit_best_single_overrides_the_choice():
+    acc = {"laser": [b + 0.10 for b in BASE], "rm-a": BASE, "ensemble-mean": BASE, "rm-b": [b + 0.05 for b in BASE]}
+    table = C.claims_table({**ROLES, "best_single": "rm-b"}, [*METHODS, "rm-b"], policy_accuracy=policy(acc),
+                           validation_accuracy=validation({"rm-a": 0.6, "rm-b": 0.5}), best_single_candidates=["rm-a", "rm-b"])
+    assert row(table, "1")["ours"] == pytest.approx(0.05)
+    assert "validation" not in row(table, "1")["note"]
+
+
+@pytest.mark.parametrize("roles, candidates, val, words", [
+    ({"routed": "laser"}, [], True, "no single-RM method"),
+    ({"routed": "laser"}, ["rm-a"], False, "no validation accuracy"),
+    ({"best_single": "auto"}, ["rm-a"], True, "needs claims.routed"),
+])
+def test_auto_best_single_that_cannot_be_chosen_leaves_claim_1_inconclusive(roles, candidates, val, words):
+    table = C.claims_table(roles, METHODS, policy_accuracy=policy({"laser": BASE, "rm-a": BASE}),
+                           validation_accuracy=validation({"rm-a": 0.6}) if val else None, best_single_candidates=candidates)
+    r = row(table, "1")
+    assert r["verdict"] == "inconclusive" and r["n_seeds"] == 0 and words in r["note"], r["note"]
 
 
 # ---------------------------------------------------------------- the workflow's table
@@ -264,3 +315,5 @@ def test_tiny_run_writes_all_ten_claims(tiny_run):
     assert r"\begin{tabular}" in (tiny_run / "tables" / "claims.tex").read_text()
     ten = table.set_index("claim").loc["10"]
     assert ten["n_seeds"] == 0 and "noisy" in ten["note"]  # the .test config names no noisy pair of methods
+    # best_single: auto, and rm-a the only candidate (r2m-a is an R2M row)
+    assert "best single RM rm-a: chosen on the validation split" in table.set_index("claim").loc["1", "note"]

@@ -66,3 +66,101 @@ def test_heatmap_rows_follow_the_table_order(tmp_path, saved_figures):
     report.heatmap(table, "method", "domain", "right", "t", tmp_path / "h.png", None)
     (fig,) = saved_figures
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["zeta", "alpha", "mid"]
+
+
+# ---------------------------------------------------------------- the best single RM, chosen on validation
+
+
+def _accuracy(values: dict[str, dict[int, float]], seeds=(0, 1), domains=("arith", "facts_mc")):
+    """Tidy accuracy rows: method -> {iteration: accuracy}, the same in every seed and domain, except
+    that seed 1's arith is 0.1 lower (the mean over domains and seeds is then value - 0.025)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"method": m, "seed": s, "iteration": it, "domain": d,
+                          "accuracy": a - (0.1 if (s, d) == (1, "arith") else 0.0)}
+                         for m, per_it in values.items() for it, a in per_it.items() for s in seeds for d in domains])
+
+
+def test_best_single_is_the_highest_validation_accuracy_after_the_last_iteration():
+    import pandas as pd
+
+    from rmroute.evaluate import best_single
+
+    validation = _accuracy({"rm-a": {1: 0.9, 2: 0.5}, "rm-b": {1: 0.2, 2: 0.6}, "rm-c": {1: 0.3, 2: 0.55},
+                            "laser": {1: 0.9, 2: 0.9}})  # a routed method is no candidate
+    assert best_single(validation, ["rm-a", "rm-b", "rm-c"]) == "rm-b"  # iteration 1's leader does not count
+    assert best_single(validation, ["rm-a", "rm-c"]) == "rm-c"
+    # Averaged over seeds and domains: rm-d is best in 3 of 4 cells but loses the mean.
+    rm_d = pd.DataFrame([{"method": "rm-d", "seed": s, "iteration": 2, "domain": d, "accuracy": 0.0 if (s, d) == (0, "arith") else 0.6}
+                         for s in (0, 1) for d in ("arith", "facts_mc")])
+    assert best_single(pd.concat([_accuracy({"rm-c": {2: 0.55}}), rm_d]), ["rm-d", "rm-c"]) == "rm-c"
+
+
+def test_best_single_breaks_ties_by_name_and_needs_every_candidate():
+    from rmroute.evaluate import best_single
+
+    validation = _accuracy({"rm-z": {2: 0.5}, "rm-b": {2: 0.5}, "rm-a": {2: 0.4}})
+    assert best_single(validation, ["rm-z", "rm-b", "rm-a"]) == "rm-b"
+    with pytest.raises(ValueError, match="rm-x"):
+        best_single(validation, ["rm-b", "rm-x"])
+    with pytest.raises(ValueError, match="no candidate"):
+        best_single(validation, [])
+
+
+def test_single_rm_methods_are_one_recipes_plain_single_rm_runs():
+    from rmroute.evaluate import single_rm_methods
+    from rmroute.methods import Method
+
+    methods = {m.name: m for m in [
+        Method(name="rm-a", router="single", recipe_name="laser", rm="rm_a"),
+        Method(name="laser", router="linucb", recipe_name="laser"),
+        Method(name="rm-a-noisy", router="single", recipe_name="laser", rm="rm_a", noise_sigma=0.3),
+        Method(name="r2m-a", router="single", recipe_name="laser", rm="r2m_a"),
+        Method(name="rm-b@bayesian", router="single", recipe_name="bayesian", rm="rm_b"),
+        Method(name="rm-b", router="single", recipe_name="laser", rm="rm_b"),
+    ]}
+    assert single_rm_methods(methods, "laser", exclude_rms=["r2m_a"]) == ["rm-a", "rm-b"]
+    assert single_rm_methods(methods, "laser") == ["rm-a", "r2m-a", "rm-b"]
+    assert single_rm_methods(methods, "bayesian") == ["rm-b@bayesian"]
+    assert single_rm_methods(methods, "shared") == []
+
+
+def test_paper_table_row_is_chosen_on_validation_and_reported_on_test():
+    test = _accuracy({"rm-a": {0: 0.3, 2: 0.8}, "rm-b": {0: 0.3, 2: 0.6}, "laser": {0: 0.3, 2: 0.7}})
+    validation = _accuracy({"rm-a": {2: 0.5}, "rm-b": {2: 0.7}, "laser": {2: 0.9}})
+    table, note = report.paper_table(test, validation, 2, report.LASER_TABLE1, "laser", ["rm-a", "rm-b"], "router_offline")
+    row = table[table["method"] == report.BEST_SINGLE].set_index("domain")
+    assert set(row["chosen_method"]) == {"rm-b"}  # best on validation, though rm-a is best on test
+    assert row.loc["avg", "mean"] == pytest.approx(100 * (0.6 - 0.025))  # rm-b's test accuracy
+    assert row.loc["avg", "paper"] == report.LASER_TABLE1["best-single-rm"]["avg"]
+    assert row.loc["avg", "n_seeds"] == 2
+    order = list(dict.fromkeys(table["method"]))
+    assert order[:2] == ["sft", report.BEST_SINGLE] and set(order[2:]) == {"rm-a", "rm-b", "laser"}
+    assert table.loc[table["method"] != report.BEST_SINGLE, "chosen_method"].isna().all()
+    assert "rm-b" in note and "router_offline" in note
+    md = report.summary_markdown(table, "t", note)
+    assert "best-single-rm (rm-b)" in md and note in md
+
+
+def test_paper_table_without_single_rm_methods_of_its_recipe_says_so():
+    test = _accuracy({"bayesian": {0: 0.3, 2: 0.7}})
+    table, note = report.paper_table(test, _accuracy({"bayesian": {2: 0.7}}), 2, report.BAYES_TABLE1, "bayesian", [],
+                                     "router_offline")
+    assert report.BEST_SINGLE not in set(table["method"])
+    assert "No best-single-rm row" in note and "'bayesian'" in note
+    assert note in report.summary_markdown(table, "t", note)
+
+
+def test_run_accuracy_reads_validation_tables(tmp_path):
+    import pandas as pd
+
+    paths = []
+    for it in (1, 2):
+        path = tmp_path / f"it{it}.tsv"
+        pd.DataFrame({"domain": ["arith", "instruct"], "metric": ["accuracy", "accuracy"],
+                      "value": [0.1 * it, 0.2 * it]}).to_csv(path, sep="\t", index=False)
+        paths.append(("rm-a", 0, it, str(path)))
+    table = report.run_accuracy(paths)
+    assert list(table.columns) == ["method", "seed", "iteration", "domain", "accuracy"]
+    assert table["accuracy"].tolist() == pytest.approx([0.1, 0.2, 0.2, 0.4])
+    assert list(report.run_accuracy([]).columns) == list(table.columns)

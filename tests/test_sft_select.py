@@ -1,6 +1,6 @@
 """SFT checkpoint selection (`sft.select: band`): the kept policy is exactly the checkpoint the
 selection table marks, the same weights a run of that many steps trains, chosen on held-out
-prompts only."""
+prompts only; and a run's evaluation on those held-out (validation) prompts beside test."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from rmroute import models
 from rmroute.io import write_jsonl
-from rmroute.stages import band_margin, train_sft_policy
+from rmroute.stages import band_margin, evaluate_policies, train_sft_policy
 from rmroute.testbed import TestbedConfig, generate_splits
 
 POLICY = {"source": "build", "tokenizer_vocab": 400, "hidden_size": 32, "layers": 1, "heads": 2,
@@ -68,3 +68,19 @@ def test_band_selection_keeps_the_marked_checkpoint_and_equals_a_run_of_that_len
 def test_band_selection_needs_validation_prompts(data):
     with pytest.raises(ValueError, match="val_path"):
         train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(4, select="band"), 0, 1, "cpu", str(data / "none"))
+
+
+def test_evaluation_adds_the_validation_split_and_leaves_test_as_it_was(data, one_torch_thread):
+    train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(2), 0, 1, "cpu", str(data / "short"))
+    policies = [str(data / "short")] * 2
+    tests, vals = [str(data / f"eval{i}.tsv") for i in (1, 2)], [str(data / f"eval_validation{i}.tsv") for i in (1, 2)]
+    evaluate_policies(policies, str(data / "test.jsonl"), 6, 1, "cpu", tests, validation_path=str(data / "router_offline.jsonl"),
+                      out_validation_tsvs=vals)
+    evaluate_policies(policies[:1], str(data / "test.jsonl"), 6, 1, "cpu", [str(data / "alone.tsv")])
+    evaluate_policies(policies[:1], str(data / "router_offline.jsonl"), 6, 1, "cpu", [str(data / "val_as_test.tsv")])
+    pd.testing.assert_frame_equal(pd.read_csv(tests[0], sep="\t"), pd.read_csv(data / "alone.tsv", sep="\t"))
+    for path in vals:  # greedy decoding: the validation accuracy is a function of the policy alone
+        pd.testing.assert_frame_equal(pd.read_csv(path, sep="\t"), pd.read_csv(data / "val_as_test.tsv", sep="\t"))
+    assert set(pd.read_csv(vals[0], sep="\t")["metric"]) == {"accuracy"}
+    with pytest.raises(ValueError, match="validation"):
+        evaluate_policies(policies, str(data / "test.jsonl"), 6, 1, "cpu", tests, out_validation_tsvs=vals)

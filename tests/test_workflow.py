@@ -43,7 +43,8 @@ def test_tables_follow_the_output_contract(tiny_run):
         "sft_selection": ["step", "domain", "accuracy", "margin", "selected"],
         "rm_accuracy": ["rm", "domain", "accuracy"],
         "policy_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
-        "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds"],
+        "validation_accuracy": ["method", "seed", "iteration", "domain", "accuracy"],
+        "laser_table1": ["method", "domain", "mean", "ci95", "n_seeds", "chosen_method"],
         "router_choices": ["method", "iteration", "domain", "rm", "count", "share"],
         "reward_validity": ["method", "reward_timing", "domain", "rm", "gold_pair_accuracy", "mean_reward_raw", "mean_reward_norm",
                             "spearman_reward_gold", "spearman_arms"],
@@ -77,6 +78,20 @@ def test_policy_accuracy_covers_every_run(tiny_run):
     assert set(acc["seed"]) == set(config["seeds"])
     assert set(acc["iteration"]) == set(range(config["budget"]["iterations"] + 1))
     assert acc["accuracy"].between(0, 1).all()
+
+
+@pytest.mark.workflow
+def test_best_single_row_is_chosen_on_validation(tiny_run):
+    validation = pd.read_csv(tiny_run / "tables" / "validation_accuracy.tsv", sep="\t")
+    assert set(validation["iteration"]) == {1, 2} and validation["accuracy"].between(0, 1).all()
+    laser = pd.read_csv(tiny_run / "tables" / "laser_table1.tsv", sep="\t")
+    best = laser[laser["method"] == "best-single-rm"]
+    assert set(best["chosen_method"]) == {"rm-a"}  # the only single-RM method of recipe laser (r2m-a is an R2M row)
+    mine = laser[laser["method"] == "rm-a"]
+    assert best["mean"].tolist() == mine["mean"].tolist()  # reported at its test accuracy
+    bayes = pd.read_csv(tiny_run / "tables" / "bayesian_table1.tsv", sep="\t")
+    assert "best-single-rm" not in set(bayes["method"])  # no single-RM method of recipe bayesian
+    assert "No best-single-rm row" in (tiny_run / "tables" / "bayesian_table1.md").read_text()
 
 
 @pytest.mark.workflow

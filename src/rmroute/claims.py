@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import stats
 
 from rmroute.config import check_claims
+from rmroute.evaluate import best_single
 from rmroute.methods import ConfigError
 
 VERDICTS = ("reproduced", "smaller than published", "not reproduced", "inconclusive")
@@ -48,6 +49,7 @@ COLUMNS = ["claim", "statement", "source", "paper", "published_effect", "statist
 ALPHA = 0.05  # family-wise error rate of the Holm correction
 ROLES = ("routed", "best_single", "ensemble")  # config `claims:` roles naming one method each
 NOISY_ROLES = ("routed", "best_single")  # config `claims.noisy:` roles: that method with a noisy RM
+AUTO = "auto"  # claims.best_single absent or auto: chosen on the validation split (resolve_best_single)
 PAIRED_T = "paired t over seeds"
 BSR_SPLIT = "mutual_ood"  # the BSR claims are read on the mutually-OOD split (claim 7's split)
 BSR_SHIFT_KEPT = 0.14 / 10.42  # BSR Table 1: the share of BT's effective-rank shift that BSR keeps
@@ -316,11 +318,35 @@ def check_roles(claims: dict, methods) -> None:
         check_claims({"claims": claims}, methods)
         return
     methods = list(methods)
-    named = [(f"claims.{r}", claims[r]) for r in ROLES if r in claims]
+    named = [(f"claims.{r}", claims[r]) for r in ROLES if r in claims and (r, claims[r]) != ("best_single", AUTO)]
     named += [(f"claims.noisy.{r}", n) for r, n in claims.get("noisy", {}).items()]
     for field, name in named:
         if name not in methods:
             raise ConfigError(f"{field}: {name!r} is not a method of the config ({sorted(methods)})")
+
+
+def resolve_best_single(roles: dict, validation_accuracy: pd.DataFrame | None,
+                        candidates: list[str] | None) -> tuple[dict, str]:
+    """`roles` with claims.best_single as a method name, and the note claim 1 carries about it.
+    A name the config gives stays (note ''). Absent or `auto`, it is the candidate with the
+    highest validation accuracy after the last iteration (rmroute.evaluate.best_single), the
+    candidates being the single-RM methods of claims.routed's recipe without score noise
+    (rmroute.evaluate.single_rm_methods); without candidates or validation accuracy the role
+    stays unset and the note says why."""
+    if roles.get("best_single", AUTO) != AUTO:
+        return roles, ""
+    unset = {k: v for k, v in roles.items() if k != "best_single"}
+    if "routed" not in roles:
+        return unset, "claims.best_single auto needs claims.routed, whose recipe its candidates share"
+    if not candidates:
+        return unset, (f"claims.best_single auto: no single-RM method without score noise (R2M rows aside) "
+                       f"trains with the recipe of {roles['routed']}")
+    if validation_accuracy is None:
+        return unset, "claims.best_single auto: no validation accuracy to choose it on"
+    chosen = best_single(validation_accuracy, candidates)
+    return {**unset, "best_single": chosen}, (
+        f"best single RM {chosen}: chosen on the validation split (highest mean accuracy after the last "
+        f"iteration among {', '.join(candidates)}), never on test")
 
 
 def _row_of(frame: pd.DataFrame | None, key: str) -> pd.Series | None:
@@ -333,26 +359,30 @@ def claims_table(
     roles: dict, methods, *, policy_accuracy: pd.DataFrame, train_time: pd.DataFrame | None = None,
     routing_sim: pd.DataFrame | None = None, offline_router: pd.DataFrame | None = None,
     bsr: pd.DataFrame | None = None, r2m: pd.DataFrame | None = None,
+    validation_accuracy: pd.DataFrame | None = None, best_single_candidates: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Every claim of CLAIMS as one row (COLUMNS); an input that is None is an experiment not run."""
+    """Every claim of CLAIMS as one row (COLUMNS); an input that is None is an experiment not run.
+    `validation_accuracy` (tables/validation_accuracy.tsv) and `best_single_candidates` resolve an
+    absent or `auto` claims.best_single (resolve_best_single)."""
     check_roles(roles, methods)
+    roles, best_note = resolve_best_single(roles, validation_accuracy, best_single_candidates)
     rows = []
     acc = final_accuracy(policy_accuracy)
 
-    def method_pair(claim, a_role, b_role, frame, what):
+    def method_pair(claim, a_role, b_role, frame, what, role_note=""):
         a, b = roles.get(a_role), roles.get(b_role)
         if a is None or b is None:
             unset = [f"claims.{r}" for r, v in ((a_role, a), (b_role, b)) if v is None]
-            return missing(claim, f"config sets no {', '.join(unset)}")
+            return missing(claim, role_note or f"config sets no {', '.join(unset)}")
         if frame is None or not len(frame):
-            return missing(claim, f"no {what}")
+            return missing(claim, _join(f"no {what}", role_note))
         va, vb = _row_of(frame, a), _row_of(frame, b)
         if va is None or vb is None:
-            return missing(claim, f"no {what} of {a if va is None else b}")
+            return missing(claim, _join(f"no {what} of {a if va is None else b}", role_note))
         diff, note = _paired(va, vb)
-        return paired_result(diff, claim, note=_join(f"{a} vs {b}", note))
+        return paired_result(diff, claim, note=_join(f"{a} vs {b}", role_note, note))
 
-    rows.append(method_pair(CLAIMS["1"], "routed", "best_single", acc, "policy accuracy"))
+    rows.append(method_pair(CLAIMS["1"], "routed", "best_single", acc, "policy accuracy", best_note))
     rows.append(method_pair(CLAIMS["2a"], "routed", "ensemble", acc, "policy accuracy"))
     # 2b: the per-seed ratio ensemble / routed of train_iteration wall time.
     claim = CLAIMS["2b"]

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rmroute import evaluate
 from rmroute.io import read_jsonl, save_figure
 
 # Our testbed domain -> the benchmark it stands in for, and the published numbers (METHODS.md).
@@ -24,6 +25,9 @@ BAYES_TABLE1 = {  # BayesianRouter Table 1 (secondary summary): GSM8K and MMLU a
     "laser": {"GSM8K": 74.00, "MMLU": 56.35}, "bayesian": {"GSM8K": 75.66, "MMLU": 57.39},
     "bayesian-noprior": {"GSM8K": 74.37}, "offline-only": {"GSM8K": 74.68},
 }
+
+
+BEST_SINGLE = "best-single-rm"  # the paper tables' row of the best single RM (the key of the published numbers)
 
 
 def ci95(values) -> float:
@@ -91,16 +95,26 @@ def heatmap(table: pd.DataFrame, index: str, columns: str, values: str, title: s
     plt.close(fig)
 
 
-def policy_accuracy(eval_files: list[tuple[str, int, int, str]], sft_eval: str, methods: list[str], seeds: list[int]) -> pd.DataFrame:
-    """Tidy (method, seed, iteration, domain, accuracy); iteration 0 is the SFT policy for every method."""
-    sft = sft_accuracy(sft_eval)
-    rows = [{"method": m, "seed": s, "iteration": 0, "domain": d, "accuracy": a}
-            for m in methods for s in seeds for d, a in zip(sft["domain"], sft["accuracy"])]
+ACCURACY_COLUMNS = ["method", "seed", "iteration", "domain", "accuracy"]
+
+
+def run_accuracy(eval_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
+    """Tidy (method, seed, iteration, domain, accuracy) from per-iteration evaluation tables given
+    as (method, seed, iteration, path): eval.tsv (test) or eval_validation.tsv (validation split)."""
+    rows = []
     for method, seed, it, path in eval_files:
         table = pd.read_csv(path, sep="\t")
         for _, r in table[table["metric"] == "accuracy"].iterrows():
             rows.append({"method": method, "seed": seed, "iteration": it, "domain": r["domain"], "accuracy": r["value"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
+
+
+def policy_accuracy(eval_files: list[tuple[str, int, int, str]], sft_eval: str, methods: list[str], seeds: list[int]) -> pd.DataFrame:
+    """Tidy (method, seed, iteration, domain, accuracy) on test; iteration 0 is the SFT policy for every method."""
+    sft = sft_accuracy(sft_eval)
+    rows = [{"method": m, "seed": s, "iteration": 0, "domain": d, "accuracy": a}
+            for m in methods for s in seeds for d, a in zip(sft["domain"], sft["accuracy"])]
+    return pd.DataFrame(rows + run_accuracy(eval_files).to_dict("records"), columns=ACCURACY_COLUMNS)
 
 
 def win_rates(eval_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
@@ -112,13 +126,21 @@ def win_rates(eval_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_table(acc: pd.DataFrame, iteration: int, published: dict | None = None, sft_label: str = "sft") -> pd.DataFrame:
+def summary_table(acc: pd.DataFrame, iteration: int, published: dict | None = None, sft_label: str = "sft",
+                  best_single: str | None = None) -> pd.DataFrame:
     """Methods x (domains + avg) at one iteration: mean and 95% CI over seeds (accuracy in %),
-    with the SFT row and, where the paper has one, the published number for the analogous cell."""
+    with the SFT row and, where the paper has one, the published number for the analogous cell.
+    `best_single` (a method, chosen elsewhere) adds its rows again as the paper's `best-single-rm`
+    row, after SFT, with its name in `chosen_method`."""
     final = acc[acc["iteration"] == iteration]
     sft = acc[acc["iteration"] == 0].drop_duplicates(["seed", "domain"]).assign(method=sft_label)
+    frames = [sft, final]
+    if best_single is not None:
+        if BEST_SINGLE in set(acc["method"]):
+            raise ValueError(f"a method is named {BEST_SINGLE!r}, the label of the best single RM's row; rename it")
+        frames.insert(1, final[final["method"] == best_single].assign(method=BEST_SINGLE))
     rows = []
-    for frame in (sft, final):
+    for frame in frames:
         per_seed = frame.pivot_table(index=["method", "seed"], columns="domain", values="accuracy").reset_index()
         domains = [c for c in per_seed.columns if c not in ("method", "seed")]
         per_seed["avg"] = per_seed[domains].mean(axis=1)
@@ -128,19 +150,41 @@ def summary_table(acc: pd.DataFrame, iteration: int, published: dict | None = No
                 bench = BENCHMARK_OF.get(domain, "avg" if domain == "avg" else None)
                 paper = (published or {}).get(method, {}).get(bench) if published else None
                 rows.append({"method": method, "domain": domain, "benchmark_analogue": bench, "mean": values.mean(),
-                             "ci95": ci95(values), "n_seeds": len(values), "paper": paper})
+                             "ci95": ci95(values), "n_seeds": len(values), "paper": paper,
+                             "chosen_method": best_single if method == BEST_SINGLE else None})
     return pd.DataFrame(rows)
 
 
-def summary_markdown(table: pd.DataFrame, title: str) -> str:
-    """The wide 'mean ± CI' layout of a paper table, with the published number in brackets."""
+def paper_table(acc: pd.DataFrame, validation: pd.DataFrame, iteration: int, published: dict, recipe: str,
+                candidates: list[str], split: str) -> tuple[pd.DataFrame, str]:
+    """`summary_table` of a paper table whose `best-single-rm` row is the best of `candidates`
+    (the single-RM methods of `recipe`) on the validation split, reported on test; and a note
+    saying which method that is, or why the row is absent."""
+    if not candidates:
+        return summary_table(acc, iteration, published), (
+            f"No {BEST_SINGLE} row: no single-RM method (router single, no score noise, not an R2M row) "
+            f"trains with recipe {recipe!r}.")
+    chosen = evaluate.best_single(validation, candidates)
+    return summary_table(acc, iteration, published, best_single=chosen), (
+        f"{BEST_SINGLE} = {chosen}: of the single-RM methods of recipe {recipe!r} ({', '.join(candidates)}), the one "
+        f"with the highest accuracy on the {split} split after the last iteration (mean over domains and seeds), "
+        "chosen without the test split; its test accuracy is reported.")
+
+
+def summary_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
+    """The wide 'mean ± CI' layout of a paper table, with the published number in brackets; the
+    best-single-rm row names its method, and `note` follows the standard one."""
     cell = table.apply(lambda r: f"{r['mean']:.1f} ± {r['ci95']:.1f}" + (f" [{r['paper']:.1f}]" if pd.notna(r["paper"]) else ""), axis=1)
-    wide = table.assign(cell=cell).pivot(index="method", columns="domain", values="cell")
-    wide = wide.reindex(index=list(dict.fromkeys(table["method"])))
+    label = table["method"]
+    if "chosen_method" in table:
+        label = label.where(table["chosen_method"].isna(), label + " (" + table["chosen_method"].astype(str) + ")")
+    wide = table.assign(cell=cell, method=label).pivot(index="method", columns="domain", values="cell")
+    wide = wide.reindex(index=list(dict.fromkeys(label)))
     cols = [c for c in wide.columns if c != "avg"] + ["avg"]
-    note = ("Tiny-scale analogue on the embedded testbed: accuracy % (mean ± 95% CI over seeds); "
-            "[published Llama-3-8B number of the analogous benchmark], which is not directly comparable.")
-    return f"# {title}\n\n{note}\n\n" + wide[cols].reset_index().to_markdown(index=False) + "\n"
+    standard = ("Tiny-scale analogue on the embedded testbed: accuracy % (mean ± 95% CI over seeds); "
+                "[published Llama-3-8B number of the analogous benchmark], which is not directly comparable.")
+    notes = "\n\n".join(n for n in (standard, note) if n)
+    return f"# {title}\n\n{notes}\n\n" + wide[cols].reset_index().to_markdown(index=False) + "\n"
 
 
 def accuracy_figure(acc: pd.DataFrame, png, pdf) -> None:

@@ -1,7 +1,8 @@
 # The published claims (METHODS.md) tested on our runs (config block `claims`): one row per claim
 # with its paired 95% CI over seeds, minimum detectable difference and verdict. An experiment the
 # config does not run (routing simulation, bsr_eval, r2m, noisy methods) leaves its claim
-# inconclusive, with a note.
+# inconclusive, with a note. With claims.best_single absent or `auto`, claims 1 and 10 take as best
+# single RM the single-RM method of claims.routed's recipe best on the validation split.
 
 
 rule claims:
@@ -15,6 +16,7 @@ rule claims:
         roles=CLAIMS,
         methods=list(METHODS),
         benchmarks=claims_benchmarks(),
+        best_single_candidates=claims_best_single_candidates(),
         run_name=config["run_name"],
     log:
         f"{R}/logs/claims.log",

@@ -13,6 +13,7 @@ os.environ.update(
 )
 
 from rmroute.config import load_config  # noqa: E402
+from rmroute.evaluate import single_rm_methods  # noqa: E402
 from rmroute.rewards.sources import parse_r2m_source  # noqa: E402
 from rmroute.testbed import OOD_SPLIT, SPLITS  # noqa: E402
 
@@ -45,6 +46,14 @@ R2M_PROBE = bool(R2M_CONFIG.get("method"))
 R2M_COMPARE = R2M_CONFIG.get("compare", {})  # variant -> single-RM method, for r2m.tsv
 # The claims table (block `claims`): which method plays which role in the published claims.
 CLAIMS = config.get("claims", {})
+# Where choices between methods (the best single RM) are made: never the test split. The testbed
+# draws no prompt twice across splits, and at paper scale (hf_data) router_offline and rm_train are
+# slices of each dataset's `split` while test is read from its `test_split`, so either is disjoint
+# from test (router_offline, the default, is also the held-out split of SFT checkpoint selection).
+VALIDATION_SPLIT = config["evaluation"]["validation_split"]
+# claims.best_single absent or `auto`: chosen on validation among the single-RM methods of the
+# routed method's recipe (rmroute.claims.resolve_best_single).
+CLAIMS_AUTO_BEST_SINGLE = bool(CLAIMS) and CLAIMS.get("best_single", "auto") == "auto"
 
 
 wildcard_constraints:
@@ -197,6 +206,20 @@ def claims_benchmarks():
     return [(m, s) for m in names for s in SEEDS for _ in ITERATIONS]
 
 
+def best_single_candidates(recipe):
+    """The single-RM methods the best single RM of `recipe` is chosen among (no score noise, no
+    R2M row: rmroute.evaluate.single_rm_methods)."""
+    return single_rm_methods(METHODS, recipe, exclude_rms=R2M_ROWS)
+
+
+def claims_best_single_candidates():
+    """The candidates of an `auto` claims.best_single: those of claims.routed's recipe ([] when the
+    config names the best single RM, or names no routed method)."""
+    if not CLAIMS_AUTO_BEST_SINGLE or "routed" not in CLAIMS:
+        return []
+    return best_single_candidates(METHODS[CLAIMS["routed"]].recipe_name)
+
+
 def claims_inputs(wildcards):
     """The tables the claims read; those of experiments the config does not run are left out."""
     names = [CLAIMS[r] for r in ("routed", "ensemble") if r in CLAIMS]
@@ -204,6 +227,8 @@ def claims_inputs(wildcards):
         "policy_accuracy": f"{R}/tables/policy_accuracy.tsv",
         "benchmarks": [f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m in names for s in SEEDS for i in ITERATIONS],
     }
+    if CLAIMS_AUTO_BEST_SINGLE:
+        inputs["validation_accuracy"] = f"{R}/tables/validation_accuracy.tsv"
     if NEEDS_OFFLINE_ROUTER:
         inputs.update(routing_sim=f"{R}/tables/routing_sim.tsv", offline_router=f"{R}/tables/offline_router.tsv")
     if BSR_EVAL:
@@ -232,6 +257,7 @@ def all_targets():
         f"{R}/tables/rm_accuracy.tsv",
         f"{R}/figures/rm_accuracy.png",
         f"{R}/tables/policy_accuracy.tsv",
+        f"{R}/tables/validation_accuracy.tsv",
         f"{R}/tables/laser_table1.tsv",
         f"{R}/tables/bayesian_table1.tsv",
         f"{R}/tables/router_choices.tsv",

@@ -44,14 +44,17 @@ rule train_iteration:
 
 
 rule evaluate:
-    # One job per run evaluates all its iterations: an evaluation is mostly process and library
-    # start-up, which one job per iteration would pay again for every policy.
+    # One job per run evaluates all its iterations, on test and on the validation split: an
+    # evaluation is mostly process and library start-up, which one job per iteration (or split)
+    # would pay again for every policy.
     input:
         policies=get_run_policies,
         test=f"{R}/data/test.jsonl",
+        validation=f"{R}/data/{VALIDATION_SPLIT}.jsonl",
         sft_outputs=rules.evaluate_sft.output.outputs,
     output:
         tables=[f"{R}/runs/{{method}}/{{seed}}/it{i}/eval.tsv" for i in ITERATIONS],
+        validation=[f"{R}/runs/{{method}}/{{seed}}/it{i}/eval_validation.tsv" for i in ITERATIONS],
     params:
         max_new_tokens=config["evaluation"]["max_new_tokens"],
         device=config["device"],

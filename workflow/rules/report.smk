@@ -23,10 +23,17 @@ rule policy_tables:
     input:
         sft=rules.evaluate_sft.output.tables,
         evals=[f"{R}/runs/{m}/{s}/it{i}/eval.tsv" for m, s, i in RUNS],
+        validation=[f"{R}/runs/{m}/{s}/it{i}/eval_validation.tsv" for m, s, i in RUNS],
     output:
         accuracy=report(
             f"{R}/tables/policy_accuracy.tsv",
             caption="../report/policy_accuracy.rst",
+            category="Policy",
+            subcategory="Routed DPO",
+        ),
+        validation=report(
+            f"{R}/tables/validation_accuracy.tsv",
+            caption="../report/validation_accuracy.rst",
             category="Policy",
             subcategory="Routed DPO",
         ),
@@ -61,6 +68,9 @@ rule policy_tables:
         seeds=SEEDS,
         final_iteration=ITERATIONS[-1],
         run_name=config["run_name"],
+        validation_split=VALIDATION_SPLIT,
+        # each paper table's best single RM is chosen among the single-RM methods of its recipe
+        best_single_candidates={recipe: best_single_candidates(recipe) for recipe in config["recipes"]},
     log:
         f"{R}/logs/policy_tables.log",
     conda:

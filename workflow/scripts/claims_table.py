@@ -19,6 +19,7 @@ table = claims_table(
     snakemake.params.roles, snakemake.params.methods,
     policy_accuracy=pd.read_csv(snakemake.input.policy_accuracy, sep="\t"), train_time=train_seconds(benchmarks),
     routing_sim=optional("routing_sim"), offline_router=optional("offline_router"), bsr=optional("bsr"), r2m=optional("r2m"),
+    validation_accuracy=optional("validation_accuracy"), best_single_candidates=snakemake.params.best_single_candidates,
 )
 print(table.to_string())
 title = f"Published claims tested on {snakemake.params.run_name}"

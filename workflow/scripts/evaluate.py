@@ -1,4 +1,5 @@
-"""Greedy evaluation on the test split (rules evaluate_sft, and evaluate: every iteration of one run)."""
+"""Greedy evaluation on the test split (rules evaluate_sft, and evaluate: every iteration of one
+run, on the validation split as well)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
@@ -12,6 +13,7 @@ def as_list(value):
 
 
 outputs = snakemake.output.get("outputs")
+validation = snakemake.output.get("validation")
 evaluate_policies(
     policy_dirs=as_list(snakemake.input.policies),
     test_path=snakemake.input.test,
@@ -21,4 +23,6 @@ evaluate_policies(
     out_tsvs=as_list(snakemake.output.tables),
     sft_outputs=snakemake.input.get("sft_outputs"),
     out_outputs=[outputs] if outputs else None,
+    validation_path=snakemake.input.validation if validation else None,
+    out_validation_tsvs=as_list(validation) if validation else None,
 )

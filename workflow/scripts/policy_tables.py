@@ -1,4 +1,5 @@
-"""Policy accuracy per iteration, the LASeR Table-1-shaped summary and its figure (rule policy_tables)."""
+"""Policy accuracy per iteration (test, and the validation split), the LASeR and BayesianRouter
+Table-1-shaped summaries, whose best single RM is chosen on validation, and the figure (rule policy_tables)."""
 import sys
 from pathlib import Path
 
@@ -8,15 +9,21 @@ from rmroute import report  # noqa: E402
 from rmroute.io import write_table, write_text  # noqa: E402
 
 files = [(m, s, i, path) for (m, s, i), path in zip(snakemake.params.runs, snakemake.input.evals)]
+validation_files = [(m, s, i, path) for (m, s, i), path in zip(snakemake.params.runs, snakemake.input.validation)]
 accuracy = report.policy_accuracy(files, snakemake.input.sft, snakemake.params.methods, snakemake.params.seeds)
+validation = report.run_accuracy(validation_files)
 write_table(accuracy, snakemake.output.accuracy)
+write_table(validation, snakemake.output.validation)
 write_table(report.win_rates(files), snakemake.output.win_rate)
-summary = report.summary_table(accuracy, snakemake.params.final_iteration, report.LASER_TABLE1)
-write_table(summary, snakemake.output.laser)
-write_text(report.summary_markdown(summary, f"LASeR Table 1 analogue ({snakemake.params.run_name}): accuracy after the last iteration"),
-           Path(snakemake.output.laser).with_suffix(".md"))
-bayes = report.summary_table(accuracy, snakemake.params.final_iteration, report.BAYES_TABLE1)
-write_table(bayes, snakemake.output.bayesian)
-write_text(report.summary_markdown(bayes, f"BayesianRouter Table 1 analogue ({snakemake.params.run_name}): accuracy after the last iteration"),
-           Path(snakemake.output.bayesian).with_suffix(".md"))
+# (output, published numbers, title, the recipe of the paper's method: its best single RM trains with it)
+tables = [("laser", report.LASER_TABLE1, "LASeR Table 1 analogue", "laser"),
+          ("bayesian", report.BAYES_TABLE1, "BayesianRouter Table 1 analogue", "bayesian")]
+for output, published, title, recipe in tables:
+    summary, note = report.paper_table(accuracy, validation, snakemake.params.final_iteration, published, recipe,
+                                       snakemake.params.best_single_candidates.get(recipe, []),
+                                       snakemake.params.validation_split)
+    print(f"{output}: {note}")
+    write_table(summary, snakemake.output[output])
+    write_text(report.summary_markdown(summary, f"{title} ({snakemake.params.run_name}): accuracy after the last iteration", note),
+               Path(snakemake.output[output]).with_suffix(".md"))
 report.accuracy_figure(accuracy, snakemake.output.png, snakemake.output.pdf)
