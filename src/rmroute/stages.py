@@ -110,24 +110,38 @@ def evaluate_policy(policy_dir: str, test_path: str, max_new_tokens: int, thread
 
 def evaluate_policies(policy_dirs: list[str], test_path: str, max_new_tokens: int, threads: int, device: str,
                       out_tsvs: list[str], sft_outputs: str | None = None,
-                      out_outputs: list[str] | None = None) -> list[pd.DataFrame]:
+                      out_outputs: list[str] | None = None, validation_path: str | None = None,
+                      out_validation_tsvs: list[str] | None = None) -> list[pd.DataFrame]:
     """`evaluate_policy` for several policies in one process (one run's iterations): the test
-    split, the SFT outputs and the libraries are loaded once instead of once per policy."""
+    split, the SFT outputs and the libraries are loaded once instead of once per policy.
+
+    With `validation_path`, each loaded policy is also evaluated greedily on those prompts
+    (accuracy per domain, the same table layout without win rates) into `out_validation_tsvs`:
+    the accuracy that choices such as the best single RM are made on, never the test split's."""
     from rmroute.evaluate import evaluation_table, greedy_outputs
 
     if len(policy_dirs) != len(out_tsvs):
         raise ValueError(f"{len(policy_dirs)} policies but {len(out_tsvs)} output tables")
+    if (validation_path is None) != (out_validation_tsvs is None):
+        raise ValueError(f"validation_path ({validation_path!r}) and out_validation_tsvs ({out_validation_tsvs!r}) "
+                         "go together")
+    if out_validation_tsvs is not None and len(out_validation_tsvs) != len(policy_dirs):
+        raise ValueError(f"{len(policy_dirs)} policies but {len(out_validation_tsvs)} validation tables")
     models.set_threads(threads)
     records = read_jsonl(test_path)
+    validation = read_jsonl(validation_path) if validation_path else None
     base = [r["output"] for r in read_jsonl(sft_outputs)] if sft_outputs else None
     tables = []
     for i, (policy_dir, out_tsv) in enumerate(zip(policy_dirs, out_tsvs)):
-        outputs = greedy_outputs(models.load_policy(policy_dir, device=device), models.load_tokenizer(policy_dir), records,
-                                 max_new_tokens)
+        policy, tokenizer = models.load_policy(policy_dir, device=device), models.load_tokenizer(policy_dir)
+        outputs = greedy_outputs(policy, tokenizer, records, max_new_tokens)
         tables.append(evaluation_table(records, outputs, base))
         write_table(tables[-1], out_tsv)
         if out_outputs:
             write_jsonl([{"id": r["id"], "output": o} for r, o in zip(records, outputs)], out_outputs[i])
+        if validation is not None:
+            write_table(evaluation_table(validation, greedy_outputs(policy, tokenizer, validation, max_new_tokens), None),
+                        out_validation_tsvs[i])
     return tables
 
 
@@ -144,15 +158,17 @@ def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int
 
 
 def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str,
-            backend: dict | None = None) -> None:
+            backend: dict | None = None, domains: list[str] | None = None) -> None:
     """n samples per prompt from the current policy, with their gold scores (analysis only).
 
     `budget` needs prompts_per_iteration, samples_per_prompt, temperature and max_new_tokens;
-    `backend` is the config's `rollout:` block (rmroute.backends): transformers or vLLM sampling."""
+    `backend` is the config's `rollout:` block (rmroute.backends): transformers or vLLM sampling.
+    `domains` (a method's `domains`) keeps only those domains' prompts; empty or None = every domain."""
     from rmroute import backends
 
     models.set_threads(threads)
     records = iteration_prompts(read_jsonl(rollout_path), budget["prompts_per_iteration"], seed, it)
+    records = [r for r in records if not domains or r["domain"] in domains]
     prompts = [r["prompt"] for r in records]
     sampling = dict(n=budget["samples_per_prompt"], temperature=budget["temperature"], max_new_tokens=budget["max_new_tokens"],
                     seed=seed * 1000 + it)
@@ -210,7 +226,7 @@ def fit_rm(init_dir: str, tokenizer, pairs: list[dict], loss: str, rm_training: 
     return train_reward_model(init_dir, tokenizer, pairs, loss=loss, steps=rm_training["steps"],
                               batch_size=rm_training["batch_size"], lr=rm_training["lr"], seed=seed,
                               bsr_coef=rm_training.get("bsr_coef", 1e-3),
-                              bsr_batch_scale=rm_training.get("bsr_batch_scale", False),
+                              bsr_batch_scale=rm_training.get("bsr_batch_scale", True),
                               new_layers=rm_training.get("new_layers", 0), freeze_init=rm_training.get("freeze_init", False),
                               use_cpu=device == "cpu")
 
@@ -611,8 +627,11 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
     The pool is the method's RMs that have joined by iteration `it` (`Method.join`); a router
     state saved with fewer arms is extended with the newcomers (`add_arms`), not reset. R2M rows
     of the pool (settings `r2m`) continue from `previous_r2m`, read the entering policy's hidden
-    states while they label, train on their own pairs with the updated policy's states after the
-    DPO update, and are saved to `out_r2m/<rm_id>.safetensors` with their training log.
+    states while they label, train on their own pairs with the updated policy's states after
+    every policy optimiser step (`update_every: step`, inside the trainer) or after the whole DPO
+    update (`iteration`), and are saved to `out_r2m/<rm_id>.safetensors` with their training log
+    (one row per R2M optimiser step). Their schedule's T is `iterations` × this iteration's R2M
+    steps (`r2m_steps_per_iteration` of its training batches).
     """
     import copy
     import tempfile
@@ -638,14 +657,17 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
         # The reference is an explicit model: TRL would otherwise reload it from the policy's path.
         same = Path(reference_dir).resolve() == Path(policy_dir).resolve()
         reference = copy.deepcopy(policy).eval() if same else models.load_policy(reference_dir, device=device)
-    groups = read_jsonl(rollouts_path)
+    # `Method.domains` restricts the training stream; iteration 1's rollouts hold every domain.
+    groups = [g for g in read_jsonl(rollouts_path) if not method.domains or g["domain"] in method.domains]
+    if not groups:
+        raise ValueError(f"methods.{method.name}.domains: no prompt of {list(method.domains)} in {rollouts_path}")
     batches = [[groups[i] for i in batch] for batch in training_batches(groups, method.batch_prompts, batch_order, f"{seed}-{it}")]
     from rmroute.rewards.r2m import R2MRewardModel, parse_r2m_source, r2m_steps_per_iteration
 
     rows = {r["rm_id"]: r for r in pool_rows}
     active = method.active_rms(it)
     before = len(method.active_rms(it - 1)) if previous_state else len(active)  # arms in the saved router state
-    r2m_steps = iterations * r2m_steps_per_iteration(r2m or {}, len(groups))
+    r2m_steps = iterations * r2m_steps_per_iteration(r2m or {}, [len(b) for b in batches])
     pool = load_pool([rows[r] for r in active], device, r2m=r2m, r2m_states=previous_r2m, r2m_total_steps=r2m_steps,
                      seed=run_seed)
     for rm in pool:
@@ -676,7 +698,8 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
         return models.prompt_embeddings(policy, tokenizer, prompts, method.context)
 
     router = build_router(method, before, dim, seed, None if prior is None else prior[:before])
-    normaliser = make_normaliser(method.recipe.normaliser, **({"n_arms": len(pool)} if method.recipe.normaliser == "ema-z" else {}))
+    normaliser = make_normaliser(method.recipe.normaliser, method.recipe.normaliser_scope,
+                                 **({"n_arms": len(pool)} if method.recipe.normaliser == "ema-z" else {}))
     labeler = RoutedLabeler(pool, method, router, normaliser, prompt_context=prompt_context, pair_context=pair_context,
                             seed=run_seed)
     if previous_state:
@@ -701,10 +724,9 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
         tmp.mkdir(parents=True)
         for rm in pool:
             if isinstance(rm, R2MRewardModel):
-                trained_on = rm.end_iteration(policy.eval(), tokenizer, groups)  # the updated policy's hidden states
+                rm.end_iteration(policy.eval(), tokenizer, groups, trainer.state.global_step - 1)  # the updated policy's states
                 rm.save(tmp / f"{rm.rm_id}.safetensors")
-                log = pd.DataFrame(rm.log, columns=["step", "omega", "loss", "bt", "gre"])
-                log.insert(0, "groups", trained_on)
+                log = pd.DataFrame(rm.log, columns=["policy_step", "groups", "step", "omega", "loss", "bt", "gre"])
                 log.insert(0, "rm", rm.rm_id)
                 write_table(log, tmp / f"{rm.rm_id}.log.tsv")
         shutil.rmtree(out, ignore_errors=True)
