@@ -17,10 +17,21 @@ setup: $(VENV)/.installed
 workflow: setup
 	$(BIN)/snakemake --cores all
 
-# Every table and figure of the claims config (results/claims), then its HTML report.
+# The claims config once per testbed instance (its own data, SFT and RM seed) into
+# results/claims/instance<k>, each with its HTML report, then the claims pooled over the instances
+# (results/claims/tables/claims.{tsv,md,tex}, per instance beside them in claims_instances.tsv).
+CLAIMS_CONFIG ?= config/claims.yaml
+CLAIMS_DIR ?= results/claims
+CLAIMS_INSTANCES ?= 0 1 2
+SNAKEMAKE_ARGS ?=
 claims: setup
-	$(BIN)/snakemake --cores all --configfile config/claims.yaml
-	$(BIN)/snakemake --configfile config/claims.yaml --report results/claims/report.html
+	for k in $(CLAIMS_INSTANCES); do \
+	  $(BIN)/snakemake --cores all $(SNAKEMAKE_ARGS) --configfile $(CLAIMS_CONFIG) \
+	    --config seed=$$k results_dir=$(CLAIMS_DIR)/instance$$k run_name=testbed-claims-instance$$k && \
+	  $(BIN)/snakemake --configfile $(CLAIMS_CONFIG) --config seed=$$k results_dir=$(CLAIMS_DIR)/instance$$k \
+	    run_name=testbed-claims-instance$$k --report $(CLAIMS_DIR)/instance$$k/report.html || exit 1; \
+	done
+	$(BIN)/python -m rmroute.claims_pool --out $(CLAIMS_DIR) $(foreach k,$(CLAIMS_INSTANCES),$(CLAIMS_DIR)/instance$(k))
 
 test: setup
 	$(BIN)/python -m pytest

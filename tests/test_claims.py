@@ -317,3 +317,37 @@ def test_tiny_run_writes_all_ten_claims(tiny_run):
     assert ten["n_seeds"] == 0 and "noisy" in ten["note"]  # the .test config names no noisy pair of methods
     # best_single: auto, and rm-a the only candidate (r2m-a is an R2M row)
     assert "best single RM rm-a: chosen on the validation split" in table.set_index("claim").loc["1", "note"]
+
+
+# ---------------------------------------------------------------- testbed instances, pooled
+
+
+def test_instances_pool_their_runs_and_report_each_beside_the_pooled(tmp_path):
+    """Two instances of five seeds: claim 1 pools ten runs; an instance whose own estimate lies on
+    the other side shows in instances_agree; claim 6 pools its pairs; the CLI writes every table."""
+    from rmroute import claims_pool
+
+    offline = {"a": 0.9, "b": 0.8}
+    shift = {"a": [0.012, 0.014, 0.013, 0.015, 0.011], "b": [-0.002, 0.001, -0.001, 0.0, -0.003]}
+    for name in ("a", "b"):
+        acc = {"laser": [x + d for x, d in zip(BASE, shift[name])], "rm-a": BASE, "ensemble-mean": BASE}
+        table, values = C.claims_table(ROLES, METHODS, policy_accuracy=policy(acc), with_values=True,
+                                       offline_router=pd.DataFrame([{"split": "test", "n_pairs": 100,
+                                                                     "router_accuracy": offline[name]}]))
+        assert set(values.loc[values["claim"] == "1", "unit"]) == {str(s) for s in SEEDS}
+        (tmp_path / name / "tables").mkdir(parents=True)
+        table.to_csv(tmp_path / name / "tables" / "claims.tsv", sep="\t", index=False)
+        values.to_csv(tmp_path / name / "tables" / "claims_values.tsv", sep="\t", index=False)
+    claims_pool.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "pooled")])
+    pooled = pd.read_csv(tmp_path / "pooled" / "tables" / "claims.tsv", sep="\t")
+    r = row(pooled, "1")
+    assert r["n_seeds"] == 10 and r["ours"] == pytest.approx(np.mean(shift["a"] + shift["b"]))
+    assert r["instances_agree"] == "1/2"  # instance b's own mean is below zero
+    six = row(pooled, "6a")
+    assert six["ours"] == pytest.approx(0.85) and "n=200" in six["test"]
+    assert row(pooled, "7")["verdict"] == "inconclusive" and row(pooled, "7")["n_seeds"] == 0
+    per = pd.read_csv(tmp_path / "pooled" / "tables" / "claims_instances.tsv", sep="\t")
+    assert set(per["instance"]) == {"a", "b"} and len(per) == 2 * len(C.CLAIMS)
+    assert "Per testbed instance" in (tmp_path / "pooled" / "tables" / "claims.md").read_text()
+    with pytest.raises(FileNotFoundError, match="make claims"):
+        claims_pool.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x")])

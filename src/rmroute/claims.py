@@ -47,6 +47,7 @@ COLUMNS = ["claim", "statement", "source", "paper", "published_effect", "statist
            "ratio", "ratio_low", "ratio_high", "prob_improvement", "n_seeds", "test", "p_value", "p_holm", "mdd",
            "seeds_needed", "verdict", "note"]
 ALPHA = 0.05  # family-wise error rate of the Holm correction
+VALUES_KEY = "_values"  # a row's per-seed statistic (claims_values.tsv), which pooling over instances reads
 ROLES = ("routed", "best_single", "ensemble")  # config `claims:` roles naming one method each
 NOISY_ROLES = ("routed", "best_single")  # config `claims.noisy:` roles: that method with a noisy RM
 AUTO = "auto"  # claims.best_single absent or auto: chosen on the validation split (resolve_best_single)
@@ -187,6 +188,7 @@ def paired_result(values: pd.Series, claim: Claim, published: float | None = Non
     values = values.dropna().astype(float)
     n = len(values)
     row = _row(claim, published, note, n_seeds=n, test=f"{PAIRED_T} (n={n})")
+    row[VALUES_KEY] = values
     if n == 0:
         return {**row, "note": note or "no paired seeds"}
     mean = float(values.mean())
@@ -228,6 +230,7 @@ def binomial_result(accuracy: float, n_pairs: int, claim: Claim, note: str = "")
     row.update(ours=float(accuracy), ci_low=low, ci_high=high, mdd=z * sd / math.sqrt(n_pairs),
                seeds_needed=math.nan, verdict=verdict(low, high, claim.null, claim.published),
                p_value=float(stats.binomtest(round(accuracy * n_pairs), n_pairs, claim.null).pvalue))
+    row[VALUES_KEY] = pd.Series({"successes": accuracy * n_pairs, "pairs": float(n_pairs)})
     return _size(row, claim, claim.published)
 
 
@@ -360,10 +363,13 @@ def claims_table(
     routing_sim: pd.DataFrame | None = None, offline_router: pd.DataFrame | None = None,
     bsr: pd.DataFrame | None = None, r2m: pd.DataFrame | None = None,
     validation_accuracy: pd.DataFrame | None = None, best_single_candidates: list[str] | None = None,
-) -> pd.DataFrame:
+    with_values: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Every claim of CLAIMS as one row (COLUMNS); an input that is None is an experiment not run.
     `validation_accuracy` (tables/validation_accuracy.tsv) and `best_single_candidates` resolve an
-    absent or `auto` claims.best_single (resolve_best_single)."""
+    absent or `auto` claims.best_single (resolve_best_single). `with_values`: also return the
+    statistic of every seed (or the pairs and successes of a one-router claim) that each row was
+    made from, as `claims_values.tsv` holds them for `pool_instances`."""
     check_roles(roles, methods)
     roles, best_note = resolve_best_single(roles, validation_accuracy, best_single_candidates)
     rows = []
@@ -463,7 +469,9 @@ def claims_table(
 
     # 10: the drop a noisy RM causes, best single RM minus router.
     claim, noisy = CLAIMS["10"], roles.get("noisy", {})
-    names = {r: (roles.get(r), noisy.get(r)) for r in NOISY_ROLES}
+    # The clean twin of the noisy single RM: claims.noisy.best_single_clean where the best single
+    # RM is chosen on validation (a noisy twin has to be named before the run), else best_single.
+    names = {r: (noisy.get(f"{r}_clean", roles.get(r)), noisy.get(r)) for r in NOISY_ROLES}
     if any(v is None for pair in names.values() for v in pair):
         rows.append(missing(claim, "noisy-RM experiment not run: config sets no claims.noisy.routed and "
                                    "claims.noisy.best_single (or their clean roles)"))
@@ -481,7 +489,66 @@ def claims_table(
             diff, note = _paired(drops["best_single"], drops["routed"])
             rows.append(paired_result(diff, claim, note=_join(
                 f"drop of {names['best_single'][0]} minus drop of {names['routed'][0]}", note)))
-    return apply_holm(pd.DataFrame(rows, columns=COLUMNS))
+    table = apply_holm(pd.DataFrame(rows, columns=COLUMNS))
+    if not with_values:
+        return table
+    values = [{"claim": r["claim"], "unit": str(unit), "value": float(v)}
+              for r in rows for unit, v in r.get(VALUES_KEY, pd.Series(dtype=float)).items()]
+    return table, pd.DataFrame(values, columns=VALUE_COLUMNS)
+
+
+# ---------------------------------------------------------------- testbed instances, pooled
+
+VALUE_COLUMNS = ["claim", "unit", "value"]
+INSTANCE_COLUMNS = ["instance", "claim", "ours", "ci_low", "ci_high", "ratio", "n_seeds", "verdict"]
+
+
+def pool_instances(instances: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Claims pooled over testbed instances (each a claims table and its values, keyed by the
+    instance's name): (the pooled table, the per-instance rows beside it).
+
+    The pooling rule (config/README.md): every (instance, seed) run is one unit, so the pooled
+    statistic is the mean over all runs (equal seeds per instance = equal weight per instance)
+    and its CI the t-interval over them; a one-router claim (6) pools its pairs. The verdict
+    rule is the single-instance one, Holm over the pooled rows. `instances_agree` counts the
+    instances whose own estimate lies on the pooled estimate's side of the null: a verdict that
+    rests on one calibration shows there."""
+    pooled, per_instance = [], []
+    for name, (table, _) in instances.items():
+        per_instance.append(table.assign(instance=name)[INSTANCE_COLUMNS])
+    for claim in CLAIMS.values():
+        units, rows = [], []
+        for name, (table, values) in instances.items():
+            mine = values[values["claim"] == claim.claim]
+            units.append(pd.Series(mine["value"].to_numpy(), index=[f"{name}/{u}" for u in mine["unit"]]))
+            rows.append(table.set_index("claim").loc[claim.claim])
+        note = f"pooled over {len(instances)} testbed instances"
+        both = pd.concat(units)
+        if claim.claim.startswith("6"):
+            successes, pairs = both.filter(like="/successes").sum(), both.filter(like="/pairs").sum()
+            row = binomial_result(successes / pairs if pairs else math.nan, int(pairs), claim, note=note)
+        elif both.empty:
+            row = missing(claim, _join(note, "; ".join(dict.fromkeys(str(r["note"]) for r in rows))))
+        else:
+            # Claim 8's published effect is set from our BT runs: the mean over the instances' own.
+            published = None if claim.published is not None else claim.null + float(np.nanmean(
+                [r["published_effect"] for r in rows]))
+            row = paired_result(both, claim, published=published, note=note)
+            row["test"] = f"paired t over instance x seed runs (n={len(both.dropna())})"
+        side = np.sign(row["ours"] - claim.null) if np.isfinite(row["ours"]) else 0
+        agree = sum(np.sign(r["ours"] - claim.null) == side for r in rows if np.isfinite(r["ours"]))
+        row["instances_agree"] = f"{agree}/{len(rows)}" if side else ""
+        pooled.append(row)
+    table = apply_holm(pd.DataFrame(pooled, columns=[*COLUMNS, "instances_agree"]))
+    return table, pd.concat(per_instance, ignore_index=True)
+
+
+def instances_markdown(per_instance: pd.DataFrame) -> str:
+    """Each instance's estimate and verdict beside the others, one row per claim."""
+    wide = per_instance.pivot_table(index="claim", columns="instance", values="ours", aggfunc="first", sort=False)
+    verdicts = per_instance.pivot_table(index="claim", columns="instance", values="verdict", aggfunc="first", sort=False)
+    cells = wide.map(lambda v: "--" if not np.isfinite(v) else f"{v:.4g}") + " (" + verdicts + ")"
+    return "Per testbed instance (ours, verdict):\n\n" + cells.reindex(list(CLAIMS)).to_markdown() + "\n"
 
 
 # ---------------------------------------------------------------- Markdown and LaTeX
@@ -504,6 +571,7 @@ def claims_markdown(table: pd.DataFrame, title: str) -> str:
     cols = ["claim", "statement", "source", "paper", "published_effect", "ours", "ci_low", "ci_high", "ratio",
             "ratio_low", "ratio_high", "prob_improvement", "n_seeds", "test", "p_holm", "mdd", "seeds_needed",
             "verdict", "note"]
+    cols += [c for c in ("instances_agree",) if c in table]  # a table pooled over testbed instances
     note = ("Tiny-scale analogue on the embedded testbed: our statistic is in our units (accuracy as a fraction), "
             "beside the paper's figure at its scale, which is not directly comparable.")
     return (f"# {title}\n\n{note}\n\n{RULE}\n\n" + table[cols].to_markdown(index=False, floatfmt=".4g")

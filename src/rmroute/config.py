@@ -177,7 +177,8 @@ def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFra
     return config, sheet, methods
 
 
-CLAIM_ROLES = {"routed": None, "best_single": "single", "ensemble": "ensemble"}  # role -> the router it needs
+CLAIM_ROLES = {"routed": None, "best_single": "single", "ensemble": "ensemble",
+               "best_single_clean": "single"}  # role -> the router it needs
 
 
 def check_claims(config: dict, methods: dict) -> None:

@@ -11,6 +11,7 @@ rule claims:
     output:
         table=report(f"{R}/tables/claims.tsv", caption="../report/claims.rst", category="Claims", subcategory="Verdicts"),
         markdown=f"{R}/tables/claims.md",
+        values=f"{R}/tables/claims_values.tsv",
         latex=f"{R}/tables/claims.tex",
     params:
         roles=CLAIMS,

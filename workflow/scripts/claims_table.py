@@ -15,14 +15,16 @@ def optional(name):
 
 
 benchmarks = [(m, s, path) for (m, s), path in zip(snakemake.params.benchmarks, snakemake.input.get("benchmarks", []))]
-table = claims_table(
+table, values = claims_table(
     snakemake.params.roles, snakemake.params.methods,
     policy_accuracy=pd.read_csv(snakemake.input.policy_accuracy, sep="\t"), train_time=train_seconds(benchmarks),
     routing_sim=optional("routing_sim"), offline_router=optional("offline_router"), bsr=optional("bsr"), r2m=optional("r2m"),
     validation_accuracy=optional("validation_accuracy"), best_single_candidates=snakemake.params.best_single_candidates,
+    with_values=True,
 )
 print(table.to_string())
 title = f"Published claims tested on {snakemake.params.run_name}"
 write_table(table, snakemake.output.table)
+write_table(values, snakemake.output.values)  # the per-seed statistics, for pooling testbed instances
 write_text(claims_markdown(table, title), snakemake.output.markdown)  # replaces write_table's plain twin
 write_text(claims_latex(table, title), snakemake.output.latex)
