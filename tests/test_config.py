@@ -406,14 +406,14 @@ def test_snakemake_stops_before_scheduling(tmp_path: Path):
     assert "Job stats" not in output
 
 
-@pytest.mark.parametrize("name", ["claims.yaml", "full.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["claims.yaml", "claims_cluster.yaml", "full.yaml", "paper.yaml"])
 def test_shipped_configs_resolve(name: str):
     """The claims and full configs and the paper-scale config validate and resolve every method."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
     _, sheet, methods = load_config(config, REPO)
     assert set(config["methods"]) <= set(methods)
-    if name == "claims.yaml":
-        assert all(m.recipe_name in config["recipes"] for m in methods.values())
+    if name.startswith("claims"):  # the claims compare within LASeR's recipe
+        assert methods["laser"].recipe_name == "laser" and methods["ensemble-mean@laser"].recipe_name == "laser"
     elif name == "full.yaml":
         assert methods["nll-only"].recipe.loss == "nll"  # a method key overrides its recipe
         assert methods["shared-bayesian"].recipe.pair_rule == methods["shared-laser"].recipe.pair_rule == "random_routed"
@@ -432,3 +432,21 @@ def test_lora_and_rollout_blocks_get_their_defaults(project: Path):
     assert config["rollout"] == {"backend": "hf", "gpu_memory_utilization": 0.85}
     assert lora.settings({}) == config["lora"] and backends.settings({}) == config["rollout"]  # code and schema agree
     assert "lora" not in DEFAULT_CONFIG and "rollout" not in DEFAULT_CONFIG  # the testbed default trains every weight
+
+
+def test_the_cluster_claims_config_builds_its_dag():
+    """The dry run of config/claims_cluster.yaml (one testbed instance): every policy run, its
+    rollouts and evaluations are scheduled, LASeR's per-domain runs included."""
+    config = yaml.safe_load((REPO / "config" / "claims_cluster.yaml").read_text())
+    _, _, methods = load_config(copy.deepcopy(config), REPO)
+    snakemake = Path(sys.executable).with_name("snakemake")
+    run = subprocess.run([str(snakemake), "-n", "--cores", "1", "--configfile", "config/claims_cluster.yaml"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    counts = dict(line.split()[:2] for line in run.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    runs = len(methods) * len(config["seeds"])
+    assert int(counts["train_iteration"]) == runs * config["budget"]["iterations"]
+    assert int(counts["evaluate"]) == runs
+    assert {"laser-arith", "rm_arith_mc-arith", "laser-perquery", "laser-domainscope"} <= set(methods)
+    assert list(methods["rm_arith_mc-arith"].domains) == ["arith"]
