@@ -164,3 +164,24 @@ def test_run_accuracy_reads_validation_tables(tmp_path):
     assert list(table.columns) == ["method", "seed", "iteration", "domain", "accuracy"]
     assert table["accuracy"].tolist() == pytest.approx([0.1, 0.2, 0.2, 0.4])
     assert list(report.run_accuracy([]).columns) == list(table.columns)
+
+
+def test_gold_best_share_counts_the_decisions_that_went_to_each_domains_best_rm():
+    import pandas as pd
+
+    from rmroute.report import gold_best_share
+
+    choices = pd.DataFrame([
+        {"method": "laser", "iteration": 1, "domain": "arith", "rm": "a", "count": 3},
+        {"method": "laser", "iteration": 1, "domain": "arith", "rm": "b", "count": 1},
+        {"method": "laser", "iteration": 1, "domain": "instruct", "rm": "a", "count": 2},
+        {"method": "laser", "iteration": 1, "domain": "instruct", "rm": "b", "count": 2},
+        {"method": "single-a", "iteration": 1, "domain": "arith", "rm": "a", "count": 4},  # not routed: left out
+    ])
+    accuracy = pd.DataFrame([{"rm": "a", "domain": "arith", "accuracy": 0.9}, {"rm": "b", "domain": "arith", "accuracy": 0.6},
+                             {"rm": "a", "domain": "instruct", "accuracy": 0.5}, {"rm": "b", "domain": "instruct", "accuracy": 0.7}])
+    table = gold_best_share(choices, accuracy).set_index("domain")
+    assert list(table["method"].unique()) == ["laser"]
+    assert table.loc["arith", "best_rm"] == "a" and table.loc["arith", "share"] == pytest.approx(0.75)
+    assert table.loc["instruct", "best_rm"] == "b" and table.loc["instruct", "share"] == pytest.approx(0.5)
+    assert (table["chance"] == 0.5).all()

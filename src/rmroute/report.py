@@ -221,6 +221,26 @@ def router_choices(decisions: pd.DataFrame) -> pd.DataFrame:
     return counts.sort_values(["method", "iteration", "domain", "rm"], kind="stable").reset_index(drop=True)
 
 
+def gold_best_share(choices: pd.DataFrame, rm_accuracy: pd.DataFrame) -> pd.DataFrame:
+    """Analysis only (gold enters here): per method, iteration and domain, the share of routed
+    decisions that went to the domain's gold-best RM of the method's own pool, i.e. the RM with the
+    highest pair accuracy on that domain's held-out test pairs (`tables/rm_accuracy.tsv`).
+    Methods that route (several RMs picked over the run) only; ties between RMs go to the first."""
+    routed = choices.groupby("method")["rm"].transform("nunique") > 1
+    rows = []
+    for (method, it, domain), part in choices[routed].groupby(["method", "iteration", "domain"], sort=False):
+        pool = set(choices.loc[choices["method"] == method, "rm"])
+        acc = rm_accuracy[(rm_accuracy["domain"] == domain) & rm_accuracy["rm"].isin(pool)]
+        if acc.empty:
+            continue
+        best = acc.sort_values(["accuracy", "rm"], ascending=[False, True], kind="stable")["rm"].iloc[0]
+        rows.append({"method": method, "iteration": it, "domain": domain, "best_rm": best,
+                     "best_rm_accuracy": float(acc["accuracy"].max()),
+                     "share": float(part.loc[part["rm"] == best, "count"].sum() / part["count"].sum()),
+                     "chance": 1.0 / len(pool)})
+    return pd.DataFrame(rows, columns=["method", "iteration", "domain", "best_rm", "best_rm_accuracy", "share", "chance"])
+
+
 def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
     import matplotlib
 

@@ -83,7 +83,14 @@ rule router_tables:
     input:
         decisions=decision_files(),
         benchmarks=[f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m, s, i in RUNS],
+        rm_accuracy=rules.rm_accuracy.output.table,
     output:
+        best_rm_share=report(
+            f"{R}/tables/best_rm_share.tsv",
+            caption="../report/best_rm_share.rst",
+            category="Routers",
+            subcategory="Router choices",
+        ),
         choices=report(
             f"{R}/tables/router_choices.tsv",
             caption="../report/router_choices.rst",
