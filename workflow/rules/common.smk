@@ -88,6 +88,13 @@ def rm_pool_records(static=False):
     return rows
 
 
+def get_method_rm_dirs(wildcards):
+    """The trained RMs a method's jobs load (R2M rows: their base's): a run waits for its own RMs
+    only, not for the whole pool's training."""
+    trained = set(trained_rm_dirs())
+    return sorted({rm_dir(r) for r in METHODS[wildcards.method].rms} & trained)
+
+
 def get_method_pool(wildcards):
     """The sheet rows of the method's pool (`rms`), as rm_pool_records gives them: a method's jobs
     see only their own RMs, so adding a row another method holds re-runs nothing here."""
@@ -283,5 +290,5 @@ def all_targets():
     if R2M_COMPARE:
         targets += [f"{R}/tables/r2m.tsv", f"{R}/tables/r2m_summary.tsv"]
     if CLAIMS:
-        targets += [f"{R}/tables/claims.tsv", f"{R}/tables/claims.md", f"{R}/tables/claims.tex"]
+        targets += [f"{R}/tables/claims.tsv", f"{R}/tables/claims.md", f"{R}/tables/claims.tex", f"{R}/tables/claims_values.tsv"]
     return targets

@@ -10,7 +10,7 @@ rule train_iteration:
         rollouts=get_rollouts,
         previous_state=get_previous_router_state,
         previous_r2m=get_previous_r2m,
-        rms=trained_rm_dirs(),
+        rms=get_method_rm_dirs,
         offline_router=get_offline_router,
     output:
         policy=directory(f"{R}/runs/{{method}}/{{seed}}/it{{it}}/policy"),
