@@ -450,3 +450,28 @@ def test_the_cluster_claims_config_builds_its_dag():
     assert int(counts["evaluate"]) == runs
     assert {"laser-arith", "rm_arith_mc-arith", "laser-perquery", "laser-domainscope"} <= set(methods)
     assert list(methods["rm_arith_mc-arith"].domains) == ["arith"]
+
+
+def test_the_readmes_rm_line_appended_verbatim_loads(project: Path):
+    """The README's one-line RM, appended to the sheet exactly as written (fewer fields than the
+    header: the optional columns take their defaults), loads; so the README cannot drift again."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("**A reward model: one line.**", 1)[1].split("```", 2)[1]
+    line = next(row for row in block.splitlines() if row.strip())
+    assert "\t" in line, "the README's RM line must be tab-separated, as the sheet is"
+    sheet = project / "config" / "rm_pool.tsv"
+    sheet.write_text(sheet.read_text().rstrip("\n") + "\n" + line + "\n")
+    _, rows, methods = load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+    row = rows.set_index("rm_id").loc[line.split("\t")[0]]
+    assert row["init"] == "sft" and row["description"] == "" and row["domain_mix"] == "-"
+    assert line.split("\t")[0] in methods["laser"].rms  # every method's pool picks it up
+
+
+def test_a_trained_rm_needs_its_domain_mix(project: Path):
+    sheet = project / "config" / "rm_pool.tsv"
+    rows = sheet.read_text().splitlines()
+    fields = rows[1].split("\t")
+    fields[3] = "-"
+    sheet.write_text("\n".join([rows[0], "\t".join(fields), *rows[2:]]) + "\n")
+    with pytest.raises(ConfigError, match=rf"rm_pool\[{fields[0]}\]\.domain_mix: an RM trained here"):
+        load_config(copy.deepcopy(DEFAULT_CONFIG), project)

@@ -23,7 +23,9 @@ __all__ = ["ConfigError", "check_claims", "check_config", "check_rm_sheet", "loa
 LLAMA_LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # policy.source build
 RM_SHEET_COLUMNS = ("rm_id", "source", "loss", "domain_mix", "label_noise", "n_pairs", "chat_template", "max_length",
                     "dtype", "batch_size", "trust_remote_code")
-RM_SHEET_OPTIONAL = {"init": "sft"}  # optional column -> the value of a sheet without it
+# Optional columns -> the value a sheet without the column, or a row that leaves the cell out, gets.
+RM_SHEET_OPTIONAL = {"init": "sft", "description": ""}
+NO_MIX = "-"  # the domain_mix of an RM that is not trained here
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -58,6 +60,9 @@ def check_rm_sheet(sheet: pd.DataFrame, root: str | os.PathLike, domains: tuple[
                 raise ConfigError(f"{where}.source: R2M reads a classifier RM's last-token state; its base {base!r} has "
                                   f"source {base_row['source']!r} and loss {base_row['loss']!r} (needs loss bt or bsr)")
         elif source == "train":
+            if str(row["domain_mix"]) == NO_MIX:
+                raise ConfigError(f"{where}.domain_mix: an RM trained here (source train) needs its domains, e.g. "
+                                  "'arith:0.5,facts_mc:0.5'; '-' is only for RMs that are not trained here")
             total = 0.0
             for part in str(row["domain_mix"]).split(","):
                 domain, _, weight = part.partition(":")
@@ -128,6 +133,9 @@ def read_rm_sheet(path: str | os.PathLike) -> pd.DataFrame:
     for column, value in RM_SHEET_OPTIONAL.items():
         if column not in sheet.columns:
             sheet[column] = value
+        # A row shorter than the header (the README's one-line example appended to the sheet) leaves
+        # its last cells empty: they take the default too.
+        sheet[column] = sheet[column].fillna(value).replace("", value)
     for column in ("label_noise", "n_pairs", "max_length", "batch_size"):
         numbers = pd.to_numeric(sheet[column], errors="coerce")
         wanted = "a number"
