@@ -142,6 +142,24 @@ def test_paper_table_row_is_chosen_on_validation_and_reported_on_test():
     assert "best-single-rm (rm-b)" in md and note in md
 
 
+def test_a_paper_table_holds_its_recipes_methods_beside_their_paper_rows():
+    """BayesianRouter's table: only the bayesian recipe's methods (and SFT); LASeR's router under
+    that recipe stands beside the paper's LASeR row, majority vote beside majority vote."""
+    test = _accuracy({"bayesian": {0: 0.3, 2: 0.7}, "linucb@bayesian": {0: 0.3, 2: 0.6},
+                      "ensemble-vote@bayesian": {0: 0.3, 2: 0.65}, "rm-a@bayesian": {0: 0.3, 2: 0.5},
+                      "laser": {0: 0.3, 2: 0.9}, "random@laser": {0: 0.3, 2: 0.4}})
+    validation = _accuracy({"rm-a@bayesian": {2: 0.5}})
+    mine = ["bayesian", "linucb@bayesian", "ensemble-vote@bayesian", "rm-a@bayesian"]
+    table, _ = report.paper_table(test, validation, 2, report.BAYES_TABLE1, "bayesian", ["rm-a@bayesian"],
+                                  "router_offline", methods=mine)
+    assert set(table["method"]) == {"sft", report.BEST_SINGLE, *mine}  # no laser-recipe row
+    paper = table[table["domain"] == "arith"].set_index("method")["paper"]
+    assert paper["linucb@bayesian"] == report.BAYES_TABLE1["laser"]["GSM8K"]
+    assert paper["ensemble-vote@bayesian"] == report.BAYES_TABLE1["majority-vote"]["GSM8K"]
+    assert paper["bayesian"] == report.BAYES_TABLE1["bayesian"]["GSM8K"]
+    assert report.paper_row("random@laser") == "random" and report.paper_row("laser") == "laser"
+
+
 def test_paper_table_without_single_rm_methods_of_its_recipe_says_so():
     test = _accuracy({"bayesian": {0: 0.3, 2: 0.7}})
     table, note = report.paper_table(test, _accuracy({"bayesian": {2: 0.7}}), 2, report.BAYES_TABLE1, "bayesian", [],

@@ -28,6 +28,15 @@ BAYES_TABLE1 = {  # BayesianRouter Table 1 (secondary summary): GSM8K and MMLU a
 
 
 BEST_SINGLE = "best-single-rm"  # the paper tables' row of the best single RM (the key of the published numbers)
+# A baseline generated under a recipe (`<baseline>@<recipe>`) is the paper row of its baseline name;
+# these baselines have another name in the paper tables.
+PAPER_ROW_OF = {"ensemble-vote": "majority-vote", "linucb": "laser"}
+
+
+def paper_row(method: str) -> str:
+    """The published row a method stands beside: its name without `@<recipe>`, as the paper calls it."""
+    name = method.split("@", 1)[0]
+    return PAPER_ROW_OF.get(name, name) if "@" in method else name
 
 
 def ci95(values) -> float:
@@ -148,7 +157,7 @@ def summary_table(acc: pd.DataFrame, iteration: int, published: dict | None = No
             for domain in [*domains, "avg"]:
                 values = 100 * group[domain].to_numpy()
                 bench = BENCHMARK_OF.get(domain, "avg" if domain == "avg" else None)
-                paper = (published or {}).get(method, {}).get(bench) if published else None
+                paper = (published or {}).get(paper_row(method), {}).get(bench) if published else None
                 rows.append({"method": method, "domain": domain, "benchmark_analogue": bench, "mean": values.mean(),
                              "ci95": ci95(values), "n_seeds": len(values), "paper": paper,
                              "chosen_method": best_single if method == BEST_SINGLE else None})
@@ -156,10 +165,13 @@ def summary_table(acc: pd.DataFrame, iteration: int, published: dict | None = No
 
 
 def paper_table(acc: pd.DataFrame, validation: pd.DataFrame, iteration: int, published: dict, recipe: str,
-                candidates: list[str], split: str) -> tuple[pd.DataFrame, str]:
+                candidates: list[str], split: str, methods: list[str] | None = None) -> tuple[pd.DataFrame, str]:
     """`summary_table` of a paper table whose `best-single-rm` row is the best of `candidates`
     (the single-RM methods of `recipe`) on the validation split, reported on test; and a note
-    saying which method that is, or why the row is absent."""
+    saying which method that is, or why the row is absent. `methods` (those trained with
+    `recipe`) are the table's rows beside SFT, so that it compares within one recipe."""
+    if methods is not None:
+        acc = acc[acc["method"].isin(methods) | (acc["iteration"] == 0)]
     if not candidates:
         return summary_table(acc, iteration, published), (
             f"No {BEST_SINGLE} row: no single-RM method (router single, no score noise, not an R2M row) "

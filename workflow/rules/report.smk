@@ -71,6 +71,8 @@ rule policy_tables:
         validation_split=VALIDATION_SPLIT,
         # each paper table's best single RM is chosen among the single-RM methods of its recipe
         best_single_candidates={recipe: best_single_candidates(recipe) for recipe in config["recipes"]},
+        # each paper table shows the methods of its recipe only: a comparison within one recipe
+        recipe_methods={recipe: [m for m in METHODS if METHODS[m].recipe_name == recipe] for recipe in config["recipes"]},
     log:
         f"{R}/logs/policy_tables.log",
     conda:
