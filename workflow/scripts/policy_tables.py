@@ -21,7 +21,7 @@ tables = [("laser", report.LASER_TABLE1, "LASeR Table 1 analogue", "laser"),
 for output, published, title, recipe in tables:
     summary, note = report.paper_table(accuracy, validation, snakemake.params.final_iteration, published, recipe,
                                        snakemake.params.best_single_candidates.get(recipe, []),
-                                       snakemake.params.validation_split)
+                                       snakemake.params.validation_split, snakemake.params.recipe_methods.get(recipe, []))
     print(f"{output}: {note}")
     write_table(summary, snakemake.output[output])
     write_text(report.summary_markdown(summary, f"{title} ({snakemake.params.run_name}): accuracy after the last iteration", note),
