@@ -11,7 +11,8 @@ rule claims:
     output:
         table=report(f"{R}/tables/claims.tsv", caption="../report/claims.rst", category="Claims", subcategory="Verdicts"),
         markdown=f"{R}/tables/claims.md",
-        values=f"{R}/tables/claims_values.tsv",
+        values=report(f"{R}/tables/claims_values.tsv", caption="../report/claims_values.rst", category="Claims",
+                      subcategory="Verdicts"),
         latex=f"{R}/tables/claims.tex",
     params:
         roles=CLAIMS,
