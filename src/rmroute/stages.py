@@ -145,6 +145,11 @@ def evaluate_policies(policy_dirs: list[str], test_path: str, max_new_tokens: in
     return tables
 
 
+def of_domains(rows: list[dict], domains) -> list[dict]:
+    """The rows (prompts or rollout groups) of `domains`, a method's `domains`; empty or None = every domain."""
+    return [r for r in rows if not domains or r["domain"] in domains]
+
+
 def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int, it: int) -> list[dict]:
     """The prompts of iteration `it` for run seed `seed`: equal share per domain, disjoint across
     iterations, the same for every method (so methods are compared on the same prompts)."""
@@ -168,7 +173,7 @@ def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int
 
     models.set_threads(threads)
     records = iteration_prompts(read_jsonl(rollout_path), budget["prompts_per_iteration"], seed, it)
-    records = [r for r in records if not domains or r["domain"] in domains]
+    records = of_domains(records, domains)
     prompts = [r["prompt"] for r in records]
     sampling = dict(n=budget["samples_per_prompt"], temperature=budget["temperature"], max_new_tokens=budget["max_new_tokens"],
                     seed=seed * 1000 + it)
@@ -658,7 +663,7 @@ def train_iteration(*, policy_dir: str, reference_dir: str, rollouts_path: str, 
         same = Path(reference_dir).resolve() == Path(policy_dir).resolve()
         reference = copy.deepcopy(policy).eval() if same else models.load_policy(reference_dir, device=device)
     # `Method.domains` restricts the training stream; iteration 1's rollouts hold every domain.
-    groups = [g for g in read_jsonl(rollouts_path) if not method.domains or g["domain"] in method.domains]
+    groups = of_domains(read_jsonl(rollouts_path), method.domains)
     if not groups:
         raise ValueError(f"methods.{method.name}.domains: no prompt of {list(method.domains)} in {rollouts_path}")
     batches = [[groups[i] for i in batch] for batch in training_batches(groups, method.batch_prompts, batch_order, f"{seed}-{it}")]
