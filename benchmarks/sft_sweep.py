@@ -19,6 +19,8 @@ import pandas as pd
 import yaml
 
 from rmroute import models
+from rmroute.io import atomic_file
+from rmroute.settings import SFT
 from rmroute.testbed import TestbedConfig, generate_splits, score_record
 
 BAND = (0.25, 0.75)
@@ -54,10 +56,9 @@ def save_figure(table: pd.DataFrame, path: Path) -> None:
     ax.set(xlabel="SFT step", ylabel="greedy test accuracy", ylim=(0, 1))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=150)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=150)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -73,7 +74,7 @@ def main(argv=None) -> pd.DataFrame:
     models.set_threads(threads)
     print(f"torch threads: {threads}; config {args.config}; {args.steps} steps, evaluated every {args.eval_every}")
 
-    seed, policy_cfg, sft = int(config["seed"]), config["policy"], config["sft"]
+    seed, policy_cfg, sft = int(config["seed"]), config["policy"], SFT.from_config(config["sft"])  # the schema's defaults
     splits = generate_splits(TestbedConfig(seed=seed, **config["testbed"]))
     records, test = splits["sft"], splits["test"]
     models.set_seed(seed)
@@ -95,8 +96,8 @@ def main(argv=None) -> pd.DataFrame:
     model.train()
     from rmroute.sft import train_sft
 
-    train_sft(model, tokenizer, records, steps=args.steps, batch_size=sft["batch_size"], lr=sft["lr"],
-              warmup_steps=sft.get("warmup_steps", 0), seed=seed, mix=sft["mix"], threads=threads,
+    train_sft(model, tokenizer, records, steps=args.steps, batch_size=sft.batch_size, lr=sft.lr,
+              warmup_steps=sft.warmup_steps, seed=seed, mix=sft.mix, threads=threads,
               eval_every=args.eval_every, eval_fn=evaluate, use_cpu=config.get("device", "cpu") == "cpu")
     if args.steps % args.eval_every:
         evaluate(args.steps, model.eval())
@@ -108,7 +109,7 @@ def main(argv=None) -> pd.DataFrame:
     ranges = in_band_ranges(table)
     if ranges:
         spans = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in ranges)
-        print(f"every domain within {BAND[0]:.0%}-{BAND[1]:.0%} at steps: {spans} (config sft.steps = {sft['steps']})")
+        print(f"every domain within {BAND[0]:.0%}-{BAND[1]:.0%} at steps: {spans} (config sft.steps = {sft.steps})")
     else:
         print(f"no evaluated step has every domain within {BAND[0]:.0%}-{BAND[1]:.0%}; widen --steps or lower --eval-every")
     return table

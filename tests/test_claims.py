@@ -351,3 +351,26 @@ def test_instances_pool_their_runs_and_report_each_beside_the_pooled(tmp_path):
     assert "Per testbed instance" in (tmp_path / "pooled" / "tables" / "claims.md").read_text()
     with pytest.raises(FileNotFoundError, match="make claims"):
         claims_pool.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+
+
+def test_the_claims_take_their_published_figures_from_one_table_unchanged():
+    """Each claim's source, paper text and published value come from rmroute.published, derived from
+    its tables; pinned here to the figures the claims table has always stated, bit for bit."""
+    pinned = {
+        "1": ("LASeR Table 1", "avg 76.32 vs 74.87 (accuracy %, Llama-3-8B)", 0.0145),
+        "2a": ("LASeR abstract", "+2.67 avg accuracy (%)", 0.0267),
+        "2b": ("LASeR abstract", "about 2x faster", 2.0),
+        "3a": ("BayesianRouter controlled simulation", "88.23 vs 85.54 (labelling accuracy %)", 0.0269),
+        "3b": ("BayesianRouter controlled simulation", "88.23 vs 85.64 (labelling accuracy %)", 0.0259),
+        "4": ("BayesianRouter ablation", "Arena-Hard 63.20 -> 66.20 (win rate %)", 0.0300),
+        "5": ("BayesianRouter ablation", "Arena-Hard 64.40 -> 66.20 (win rate %)", 0.0180),
+        "6a": ("BayesianRouter Table 2", "90.31 (router accuracy %)", 0.9031),
+        "6b": ("BayesianRouter Table 2", "87.92 (router accuracy %)", 0.8792),
+        "7": ("BSR Table 5", "mutual-OOD 0.587 -> 0.611", 0.024),
+        "8": ("BSR Table 1", "effective-rank shift +10.42 -> +0.14", None),
+        "9": ("R2M Table 3", "72.3 -> 78.6 (RM accuracy %)", 0.063),
+        "10": ("LASeR noise test", "GSM8K -0.55 vs -1.6 (accuracy drop, sigma 0.3)", 0.0105),
+    }
+    assert {c: (claim.source, claim.paper, claim.published) for c, claim in C.CLAIMS.items()} == pinned
+    assert list(C.CLAIMS) == list(pinned)
+    assert C.BSR_SHIFT_KEPT == 0.14 / 10.42

@@ -142,3 +142,19 @@ def test_a_reference_other_than_the_entering_policy_is_loaded(tiny, tmp_path):
     assert reference is not None and not reference.training
     text = ["Q: 1 + 1?\nA: 2"]
     assert torch.equal(logits(reference, tok, text), logits(models.load_policy(root / "base", device="cpu"), tok, text))
+
+
+def test_models_never_imports_lora():
+    """No import cycle: lora builds on models, and models reads adapter checkpoints on its own."""
+    import ast
+    import inspect
+
+    imported = set()
+    for node in ast.walk(ast.parse(inspect.getsource(models))):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    assert "rmroute.lora" not in imported
+    assert lora.is_adapter is models.is_adapter and lora.adapter_base is models.adapter_base
+    assert lora.ADAPTER_FILE == models.ADAPTER_FILE == "adapter_config.json"

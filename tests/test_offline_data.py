@@ -155,7 +155,7 @@ def test_behaviour_matrix_reads_the_written_table(data):
 def test_training_stage_writes_router_directory_and_history(trained):
     out_dir, history = trained
     assert sorted(p.name for p in out_dir.iterdir()) == ["config.json", "encoder.json", "model.safetensors"]
-    assert not list(out_dir.parent.glob(".*.tmp"))
+    assert not list(out_dir.parent.glob("*.tmp"))
     meta = json.loads((out_dir / "encoder.json").read_text())
     held_out = meta.pop("validation_pair_ids")
     assert meta == {"encoder": "minilm", "enc_dim": 384, "rm_ids": RMS}

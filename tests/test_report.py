@@ -203,3 +203,12 @@ def test_gold_best_share_counts_the_decisions_that_went_to_each_domains_best_rm(
     assert table.loc["arith", "best_rm"] == "a" and table.loc["arith", "share"] == pytest.approx(0.75)
     assert table.loc["instruct", "best_rm"] == "b" and table.loc["instruct", "share"] == pytest.approx(0.5)
     assert (table["chance"] == 0.5).all()
+
+
+def test_the_paper_tables_are_the_published_ones():
+    """The Table 1 analogues read their published numbers from rmroute.published, unchanged."""
+    from rmroute import published
+
+    assert report.LASER_TABLE1 is published.LASER_TABLE1 and report.BAYES_TABLE1 is published.BAYES_TABLE1
+    assert published.LASER_TABLE1["laser"] == {"StrategyQA": 85.96, "GSM8K": 74.75, "MMLU": 68.24, "avg": 76.32}
+    assert published.BAYES_TABLE1["bayesian"] == {"GSM8K": 75.66, "MMLU": 57.39}

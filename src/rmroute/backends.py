@@ -19,6 +19,7 @@ import gc
 import os
 
 from rmroute import lora
+from rmroute.seeding import derive_seed
 
 BACKENDS = ("hf", "vllm")
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -44,7 +45,7 @@ def sampling_kwargs(*, n: int, temperature: float, max_new_tokens: int, seed: in
 
 def prompt_seeds(seed: int, n_prompts: int) -> list[int]:
     """One seed per request: requests seeded alike would share one random stream."""
-    return [seed * 100_003 + i for i in range(n_prompts)]
+    return [derive_seed(seed, i, scheme="vllm_request") for i in range(n_prompts)]
 
 
 def vllm_lora_rank(r: int) -> int:

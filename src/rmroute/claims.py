@@ -41,6 +41,7 @@ from scipy import stats
 from rmroute.config import check_claims
 from rmroute.evaluate import best_single
 from rmroute.methods import ConfigError
+from rmroute.published import BSR_TABLE1_SHIFT, CLAIM_FIGURES
 
 VERDICTS = ("reproduced", "smaller than published", "not reproduced", "inconclusive")
 COLUMNS = ["claim", "statement", "source", "paper", "published_effect", "statistic", "ours", "ci_low", "ci_high",
@@ -53,7 +54,8 @@ NOISY_ROLES = ("routed", "best_single")  # config `claims.noisy:` roles: that me
 AUTO = "auto"  # claims.best_single absent or auto: chosen on the validation split (resolve_best_single)
 PAIRED_T = "paired t over seeds"
 BSR_SPLIT = "mutual_ood"  # the BSR claims are read on the mutually-OOD split (claim 7's split)
-BSR_SHIFT_KEPT = 0.14 / 10.42  # BSR Table 1: the share of BT's effective-rank shift that BSR keeps
+# BSR Table 1: the share of BT's effective-rank shift that BSR keeps (0.14 / 10.42)
+BSR_SHIFT_KEPT = BSR_TABLE1_SHIFT["bsr"] / BSR_TABLE1_SHIFT["bt"]
 
 
 @dataclass(frozen=True)
@@ -67,37 +69,39 @@ class Claim:
     statistic: str
 
 
+def _claim(claim: str, statement: str, null: float, statistic: str) -> Claim:
+    """A claim with its published figure (source, the paper's text, our units) from rmroute.published."""
+    source, paper, published = CLAIM_FIGURES[claim]
+    return Claim(claim, statement, source, paper, null, published, statistic)
+
+
 CLAIMS = {c.claim: c for c in [
-    Claim("1", "routing beats the best single RM", "LASeR Table 1", "avg 76.32 vs 74.87 (accuracy %, Llama-3-8B)",
-          0.0, 0.0145, "accuracy(routed) - accuracy(best_single), mean over domains, last iteration"),
-    Claim("2a", "routing beats the RM-score ensemble", "LASeR abstract", "+2.67 avg accuracy (%)",
-          0.0, 0.0267, "accuracy(routed) - accuracy(ensemble), mean over domains, last iteration"),
-    Claim("2b", "... at about half the wall time", "LASeR abstract", "about 2x faster",
-          1.0, 2.0, "train_iteration wall time ensemble / routed, summed over iterations (ratio per seed)"),
-    Claim("3a", "BayesianRouter labels pairs more accurately than LASeR", "BayesianRouter controlled simulation",
-          "88.23 vs 85.54 (labelling accuracy %)", 0.0, 0.0269,
-          "labelling accuracy thompson - linucb, routing simulation test stream"),
-    Claim("3b", "BayesianRouter labels pairs more accurately than majority vote", "BayesianRouter controlled simulation",
-          "88.23 vs 85.64 (labelling accuracy %)", 0.0, 0.0259,
-          "labelling accuracy thompson - majority-vote, routing simulation test stream"),
-    Claim("4", "the offline prior helps the online router", "BayesianRouter ablation",
-          "Arena-Hard 63.20 -> 66.20 (win rate %)", 0.0, 0.0300,
-          "labelling accuracy thompson - thompson-noprior (same lambda0), routing simulation test stream"),
-    Claim("5", "the online stage helps over the offline router alone", "BayesianRouter ablation",
-          "Arena-Hard 64.40 -> 66.20 (win rate %)", 0.0, 0.0180,
-          "labelling accuracy thompson - offline-only, routing simulation test stream"),
-    Claim("6a", "the offline router picks a correct RM most of the time, in domain", "BayesianRouter Table 2",
-          "90.31 (router accuracy %)", 0.5, 0.9031, "offline router accuracy on test pairs where the RMs disagree"),
-    Claim("6b", "the offline router picks a correct RM most of the time, out of domain", "BayesianRouter Table 2",
-          "87.92 (router accuracy %)", 0.5, 0.8792, "offline router accuracy on test_ood pairs where the RMs disagree"),
-    Claim("7", "BSR raises out-of-distribution Kendall tau", "BSR Table 5", "mutual-OOD 0.587 -> 0.611",
-          0.0, 0.024, "Kendall tau(bsr) - tau(bt), mutual_ood"),
-    Claim("8", "BSR keeps hidden-state norms from dispersing", "BSR Table 1", "effective-rank shift +10.42 -> +0.14",
-          0.0, None, "abs(effective-rank shift of bt) - abs(shift of bsr), mutual_ood minus train"),
-    Claim("9", "R2M raises RM accuracy on the moving policy's samples", "R2M Table 3", "72.3 -> 78.6 (RM accuracy %)",
-          0.0, 0.063, "gold pair accuracy r2m - base RM, next iteration's fresh rollouts, all domains"),
-    Claim("10", "routing is robust to a noisy RM", "LASeR noise test", "GSM8K -0.55 vs -1.6 (accuracy drop, sigma 0.3)",
-          0.0, 0.0105, "accuracy drop (clean - noisy) of best_single minus that of routed, mean over domains, last iteration"),
+    _claim("1", "routing beats the best single RM",
+           0.0, "accuracy(routed) - accuracy(best_single), mean over domains, last iteration"),
+    _claim("2a", "routing beats the RM-score ensemble",
+           0.0, "accuracy(routed) - accuracy(ensemble), mean over domains, last iteration"),
+    _claim("2b", "... at about half the wall time",
+           1.0, "train_iteration wall time ensemble / routed, summed over iterations (ratio per seed)"),
+    _claim("3a", "BayesianRouter labels pairs more accurately than LASeR",
+           0.0, "labelling accuracy thompson - linucb, routing simulation test stream"),
+    _claim("3b", "BayesianRouter labels pairs more accurately than majority vote",
+           0.0, "labelling accuracy thompson - majority-vote, routing simulation test stream"),
+    _claim("4", "the offline prior helps the online router",
+           0.0, "labelling accuracy thompson - thompson-noprior (same lambda0), routing simulation test stream"),
+    _claim("5", "the online stage helps over the offline router alone",
+           0.0, "labelling accuracy thompson - offline-only, routing simulation test stream"),
+    _claim("6a", "the offline router picks a correct RM most of the time, in domain",
+           0.5, "offline router accuracy on test pairs where the RMs disagree"),
+    _claim("6b", "the offline router picks a correct RM most of the time, out of domain",
+           0.5, "offline router accuracy on test_ood pairs where the RMs disagree"),
+    _claim("7", "BSR raises out-of-distribution Kendall tau",
+           0.0, "Kendall tau(bsr) - tau(bt), mutual_ood"),
+    _claim("8", "BSR keeps hidden-state norms from dispersing",
+           0.0, "abs(effective-rank shift of bt) - abs(shift of bsr), mutual_ood minus train"),
+    _claim("9", "R2M raises RM accuracy on the moving policy's samples",
+           0.0, "gold pair accuracy r2m - base RM, next iteration's fresh rollouts, all domains"),
+    _claim("10", "routing is robust to a noisy RM",
+           0.0, "accuracy drop (clean - noisy) of best_single minus that of routed, mean over domains, last iteration"),
 ]}
 
 
@@ -450,7 +454,8 @@ def claims_table(
             # (1 - 0.14/10.42) of BT's shift, applied to our BT's mean |shift|.
             published = (1 - BSR_SHIFT_KEPT) * float(shift.loc["bt"].loc[diff.index].mean()) if len(diff) else None
             rows.append(paired_result(diff, CLAIMS["8"], published=published,
-                                      note=_join("published effect = 98.7% of our BT's mean abs(shift)", note)))
+                                      note=_join(f"published effect = {1 - BSR_SHIFT_KEPT:.1%} of our BT's mean abs(shift)",
+                                                 note)))
         else:
             rows.append(missing(CLAIMS["8"], f"bsr.tsv has no effective_rank_shift on {BSR_SPLIT} for both losses"))
 

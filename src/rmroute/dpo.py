@@ -17,6 +17,7 @@ Log-probs are summed over the response, as in both papers.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,17 +43,30 @@ def loss_spec(recipe: Recipe) -> tuple[list[str], list[float]]:
     return types, [1.0 if t == "sigmoid" else float(recipe.nll_weight) for t in types]
 
 
+@dataclass
+class RoutedDPOConfig(DPOConfig):
+    """TRL's DPOConfig with the two recipe settings that only `RoutedDPOTrainer` reads, so that the
+    config `routed_dpo_config` builds from a recipe carries all of it to the trainer."""
+
+    epochs: float = field(default=1.0, metadata={"help": "passes over the routed batches; later passes replay the "
+                                                         "labelled pairs (RoutedDPOTrainer)"})
+    reward_timing: str = field(default="step", metadata={"help": "step | after_update: which loss rewards the router "
+                                                                 "(RoutedDPOTrainer)"})
+
+
 def routed_dpo_config(output_dir: str, recipe: Recipe, *, seed: int, max_length: int, use_cpu: bool = True,
-                      **overrides) -> DPOConfig:
+                      **overrides) -> RoutedDPOConfig:
     """The DPOConfig of a routed run: the recipe's loss, β and learning rate (constant), one
-    training batch per optimiser step, batches in the order they were routed."""
+    training batch per optimiser step, batches in the order they were routed, and the recipe's
+    `epochs` and `reward_timing`, which `RoutedDPOTrainer` takes from it."""
     types, weights = loss_spec(recipe)
     settings = dict(
         output_dir=output_dir, beta=float(recipe.beta), loss_type=types, loss_weights=weights,
         learning_rate=float(recipe.lr), lr_scheduler_type="constant", max_length=max_length, logging_steps=1,
-        disable_dropout=True, **trainer_settings(use_cpu, seed),
+        disable_dropout=True, epochs=float(recipe.epochs), reward_timing=recipe.reward_timing,
+        **trainer_settings(use_cpu, seed),
     )
-    return DPOConfig(**{**settings, **overrides})
+    return RoutedDPOConfig(**{**settings, **overrides})
 
 
 def pair_losses(policy_logps: torch.Tensor, ref_logps: torch.Tensor, completion_mask: torch.Tensor,
@@ -140,10 +154,12 @@ class RoutedDPOTrainer(DPOTrainer):
             (`{"id", "prompt", "responses", ...}`), in training order.
         epochs: passes over the batches. The first pass routes each batch and feeds its losses
             back; later passes (a fraction allowed) re-train on the pairs already labelled, in a
-            seeded order, without routing, bandit updates or R2M updates.
+            seeded order, without routing, bandit updates or R2M updates. Unset (None): `args.epochs`,
+            the recipe's with `routed_dpo_config`, else 1.
         reward_timing: `step` (the papers'): the bandit reward comes from the loss of the step
             that trained the pairs; `after_update`: from the pairs' loss re-measured right after
-            that step (one extra forward pass of the policy per batch).
+            that step (one extra forward pass of the policy per batch). Unset (None):
+            `args.reward_timing`, the recipe's with `routed_dpo_config`, else `step`.
         log_both_timings: measure both timings on every routed batch and log the one the router
             does not use as `loss_<timing>` / `bandit_reward_raw_<timing>` (for the
             reward-validity table; one extra forward pass per batch under `step`).
@@ -159,13 +175,16 @@ class RoutedDPOTrainer(DPOTrainer):
     and `loss_check`, the gap between TRL's loss and the mean of the per-pair losses).
     """
 
-    def __init__(self, *, labeler, batches: list[list[dict]], epochs: float = 1.0, reward_timing: str = "step",
+    def __init__(self, *, labeler, batches: list[list[dict]], epochs: float | None = None, reward_timing: str | None = None,
                  log_both_timings: bool = False, **kwargs):
+        args = kwargs["args"]
+        # An argument given here wins; otherwise the config's (the recipe's, from routed_dpo_config).
+        epochs = getattr(args, "epochs", 1.0) if epochs is None else epochs
+        reward_timing = getattr(args, "reward_timing", "step") if reward_timing is None else reward_timing
         if reward_timing not in REWARD_TIMINGS:
             raise ValueError(f"reward_timing {reward_timing!r}: expected one of {REWARD_TIMINGS}")
         if epochs < 1:
             raise ValueError(f"epochs must be at least 1 (every batch is routed once), got {epochs}")
-        args = kwargs["args"]
         if args.gradient_accumulation_steps != 1:
             raise ValueError("RoutedDPOTrainer trains one routed batch per optimiser step: gradient_accumulation_steps must be 1")
         self.labeler, self.batches, self.reward_timing = labeler, batches, reward_timing

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import re
 
+from rmroute.seeding import text_seed
 from rmroute.testbed import DOMAINS, OOD_SPLIT, SPLITS
 
 KINDS = {"arith": "number", "facts_mc": "choice", "facts_yesno": "yesno", "instruct": "text"}
@@ -66,7 +67,7 @@ def hf_splits(domains: dict[str, dict], split_sizes: dict[str, int], ood_size: i
     for domain, spec in domains.items():
         unique = {str(r[spec["question_field"]]): r for r in _load(spec, spec.get("split", "train"))}
         rows = list(unique.values())  # a repeated question would leak across the disjoint slices
-        random.Random(f"{seed}-{domain}").shuffle(rows)
+        random.Random(text_seed(seed, domain)).shuffle(rows)
         start = 0
         for split in ("sft", "rm_train", "router_offline", "rollout"):
             take = rows[start : start + split_sizes[split]]

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 
 from rmroute import models
+from rmroute.models import ADAPTER_FILE, adapter_base, is_adapter  # noqa: F401 (this module's API; models reads them too)
 
-ADAPTER_FILE = "adapter_config.json"
 REFERENCE_ADAPTER = "ref"  # the name TRL's DPOTrainer gives its frozen copy of the policy's adapter
 DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"], "save": "adapter"}
 SAVE_MODES = ("adapter", "merged")
@@ -43,27 +43,11 @@ def lora_config(block: dict):
                       target_modules=list(s["target_modules"]), bias="none", task_type="CAUSAL_LM")
 
 
-def is_adapter(path: str | os.PathLike) -> bool:
-    """Whether `path` is an adapter checkpoint (save: adapter) rather than full weights."""
-    return (Path(path) / ADAPTER_FILE).is_file()
-
-
-def adapter_base(path: str | os.PathLike) -> str:
-    """The base model an adapter checkpoint was trained on (a directory or a hub id)."""
-    from peft import PeftConfig
-
-    return PeftConfig.from_pretrained(str(path)).base_model_name_or_path
-
-
 def load_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str = "auto", trainable: bool = False):
     """An adapter checkpoint on its base model: a PeftModel whose adapter trains (`trainable`), or,
-    for sampling and scoring, the adapter merged into the weights (the same function, no adapter
-    indirection on every forward pass)."""
-    from peft import PeftModel
-
-    base = models.load_policy(adapter_base(path), dtype=dtype, device=device)
-    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
-    return model.train() if trainable else model.merge_and_unload().eval()
+    for sampling and scoring, the adapter merged into the weights (`models.load_adapter_policy`;
+    `models.load_policy` reads adapter checkpoints through it without importing this module)."""
+    return models.load_adapter_policy(path, dtype=dtype, device=device, trainable=trainable)
 
 
 def wrap_policy(policy_dir: str | os.PathLike, block: dict, *, dtype: str = "float32", device: str = "auto"):

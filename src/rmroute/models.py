@@ -24,6 +24,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from rmroute.io import atomic_dir
+from rmroute.seeding import derive_seed
+
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 
 
@@ -113,13 +116,39 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+ADAPTER_FILE = "adapter_config.json"  # marks a LoRA adapter checkpoint (`lora.save: adapter`)
+
+
+def is_adapter(path: str | os.PathLike) -> bool:
+    """Whether `path` is an adapter checkpoint (save: adapter) rather than full weights."""
+    return (Path(path) / ADAPTER_FILE).is_file()
+
+
+def adapter_base(path: str | os.PathLike) -> str:
+    """The base model an adapter checkpoint was trained on (a directory or a hub id)."""
+    from peft import PeftConfig
+
+    return PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+
+
+def load_adapter_policy(path: str | os.PathLike, *, dtype: str = "float32", device: str = "auto", trainable: bool = False):
+    """An adapter checkpoint on its base model: a PeftModel whose adapter trains (`trainable`), or,
+    for sampling and scoring, the adapter merged into the weights (the same function, no adapter
+    indirection on every forward pass). `rmroute.lora.load_policy` is this function; it lives here
+    so that `load_policy` reads adapter checkpoints without importing `rmroute.lora`, which builds
+    on this module."""
+    from peft import PeftModel
+
+    base = load_policy(adapter_base(path), dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    return model.train() if trainable else model.merge_and_unload().eval()
+
+
 def load_policy(source: str | os.PathLike, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
     """A causal LM (the policy, or a generative RM): a local directory or a hub id (cached, offline).
     A LoRA adapter checkpoint (`lora.save: adapter`) comes back merged onto its base model."""
-    from rmroute import lora
-
-    if lora.is_adapter(source):
-        return lora.load_policy(source, dtype=dtype, device=device)
+    if is_adapter(source):
+        return load_adapter_policy(source, dtype=dtype, device=device)
     model = AutoModelForCausalLM.from_pretrained(
         str(source), dtype=_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
     )
@@ -158,20 +187,10 @@ def load_reward_model(source: str | os.PathLike, dtype: str = "float32", device:
 
 def save_atomic(model, tokenizer, out_dir: str | os.PathLike) -> None:
     """save_pretrained into a temp directory, then rename, so a killed job leaves no half checkpoint."""
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
 
 
 def _batches(items: list, size: int):
@@ -204,12 +223,10 @@ def generate(
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    generator_seed = seed
     out: list[list[str]] = []
     batches = list(_batches(prompts, batch_size))
-    for batch in tqdm(batches, desc="generate", disable=not progress):
-        torch.manual_seed(generator_seed)
-        generator_seed += 1
+    for b, batch in enumerate(tqdm(batches, desc="generate", disable=not progress)):
+        torch.manual_seed(derive_seed(seed, b, scheme="generate_batch"))
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         if temperature > 0:

@@ -9,22 +9,10 @@ from scipy import stats
 
 from rmroute import evaluate
 from rmroute.io import read_jsonl, save_figure
+from rmroute.published import BAYES_TABLE1, LASER_TABLE1  # noqa: F401 (the Table 1 analogues' published numbers)
 
-# Our testbed domain -> the benchmark it stands in for, and the published numbers (METHODS.md).
+# Our testbed domain -> the benchmark it stands in for (its published numbers: rmroute.published).
 BENCHMARK_OF = {"arith": "GSM8K", "facts_mc": "MMLU", "facts_yesno": "StrategyQA", "instruct": "instruction following"}
-LASER_TABLE1 = {  # Llama-3-8B accuracy %, LASeR Table 1 (secondary summary)
-    "sft": {"StrategyQA": 80.41, "GSM8K": 69.43, "MMLU": 65.66, "avg": 71.83},
-    "best-single-rm": {"StrategyQA": 84.29, "GSM8K": 73.16, "MMLU": 67.15, "avg": 74.87},
-    "random": {"StrategyQA": 84.37, "GSM8K": 71.99, "MMLU": 67.85, "avg": 74.74},
-    "ensemble-mean": {"StrategyQA": 82.96, "GSM8K": 70.94, "MMLU": 67.04, "avg": 73.65},
-    "laser": {"StrategyQA": 85.96, "GSM8K": 74.75, "MMLU": 68.24, "avg": 76.32},
-}
-BAYES_TABLE1 = {  # BayesianRouter Table 1 (secondary summary): GSM8K and MMLU accuracy %
-    "sft": {"GSM8K": 67.63, "MMLU": 54.29}, "best-single-rm": {"GSM8K": 74.22, "MMLU": 57.03},
-    "majority-vote": {"GSM8K": 74.22, "MMLU": 56.71}, "ensemble-uncertainty": {"GSM8K": 74.30, "MMLU": 56.43},
-    "laser": {"GSM8K": 74.00, "MMLU": 56.35}, "bayesian": {"GSM8K": 75.66, "MMLU": 57.39},
-    "bayesian-noprior": {"GSM8K": 74.37}, "offline-only": {"GSM8K": 74.68},
-}
 
 
 BEST_SINGLE = "best-single-rm"  # the paper tables' row of the best single RM (the key of the published numbers)

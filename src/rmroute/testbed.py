@@ -12,6 +12,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from rmroute.seeding import text_seed
+
 DOMAINS = ("arith", "facts_mc", "facts_yesno", "instruct")
 SPLITS = ("sft", "rm_train", "router_offline", "rollout", "test")
 OOD_SPLIT = "test_ood"
@@ -258,7 +260,7 @@ def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
 
     seen: set[str] = set()
     out: dict[str, list[dict]] = {name: [] for name in (*SPLITS, OOD_SPLIT)}
-    demonstrator = random.Random(f"{cfg.seed}-careless")
+    demonstrator = random.Random(text_seed(cfg.seed, "careless"))
     # Held-out splits are drawn first so that the large SFT split cannot exhaust small prompt spaces
     # of the evaluation sets; SFT then takes what is left, deduplicated.
     order = ["test", "rollout", "router_offline", "rm_train", "sft"]
@@ -266,7 +268,7 @@ def generate_splits(cfg: TestbedConfig) -> dict[str, list[dict]]:
         for split in [OOD_SPLIT, *order]:
             want = cfg.ood_size if split == OOD_SPLIT else cfg.split_sizes[split]
             # One stream per (domain, split): resizing one split leaves the others' draws as they were.
-            rng.seed(f"{cfg.seed}-{domain}-{split}")
+            rng.seed(text_seed(cfg.seed, domain, split))
             drawn, tries = 0, 0
             while drawn < want:
                 tries += 1

@@ -6,6 +6,7 @@ from pathlib import Path
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 from rmroute import report  # noqa: E402
+from rmroute.published import BAYES_TABLE1, LASER_TABLE1  # noqa: E402
 from rmroute.io import write_table, write_text  # noqa: E402
 
 files = [(m, s, i, path) for (m, s, i), path in zip(snakemake.params.runs, snakemake.input.evals)]
@@ -16,8 +17,8 @@ write_table(accuracy, snakemake.output.accuracy)
 write_table(validation, snakemake.output.validation)
 write_table(report.win_rates(files), snakemake.output.win_rate)
 # (output, published numbers, title, the recipe of the paper's method: its best single RM trains with it)
-tables = [("laser", report.LASER_TABLE1, "LASeR Table 1 analogue", "laser"),
-          ("bayesian", report.BAYES_TABLE1, "BayesianRouter Table 1 analogue", "bayesian")]
+tables = [("laser", LASER_TABLE1, "LASeR Table 1 analogue", "laser"),
+          ("bayesian", BAYES_TABLE1, "BayesianRouter Table 1 analogue", "bayesian")]
 for output, published, title, recipe in tables:
     summary, note = report.paper_table(accuracy, validation, snakemake.params.final_iteration, published, recipe,
                                        snakemake.params.best_single_candidates.get(recipe, []),

@@ -21,14 +21,12 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from rmroute.published import BSR_TABLE5  # Kendall τ and in-domain accuracy, BT -> BT-BSR
+
 BSR_SPLITS = ("in_domain", "prompt_ood", "response_ood", "mutual_ood")
 # split -> (prompt split of the testbed, which policy answers it)
 SPLIT_SOURCES = {"in_domain": ("test", "sft"), "prompt_ood": ("test_ood", "sft"),
                  "response_ood": ("test", "response"), "mutual_ood": ("test_ood", "response")}
-BSR_TABLE5 = {  # Kendall τ and in-domain accuracy, Qwen2.5-3B, BT -> BT-BSR (METHODS.md §3)
-    ("prompt_ood", "kendall_tau"): (0.705, 0.720), ("response_ood", "kendall_tau"): (0.592, 0.599),
-    ("mutual_ood", "kendall_tau"): (0.587, 0.611), ("in_domain", "pair_accuracy"): (0.850, 0.854),
-}
 
 
 def kendall_tau_groups(scores: list[list[float]], gold: list[list[float]]) -> tuple[float, int]:

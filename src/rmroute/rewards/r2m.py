@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rmroute.rewards.sources import R2M_SOURCES, parse_r2m_source  # noqa: F401  (re-exported)
+from rmroute.seeding import derive_seed
 
 FEEDBACKS = ("policy", "noise", "untrained", "off")
 OMEGA_SCHEDULES = ("paper", "floor")
@@ -183,12 +184,11 @@ def save_policy_hidden(states: list[torch.Tensor], path: str | os.PathLike) -> N
     written to a temporary name and renamed."""
     from safetensors.torch import save_file
 
-    from rmroute.io import tmp_path
+    from rmroute.io import atomic_file
 
     lengths = torch.tensor([s.shape[0] for s in states], dtype=torch.long)
-    tmp = tmp_path(path)
-    save_file({"states": torch.cat(states).contiguous(), "lengths": lengths}, str(tmp))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({"states": torch.cat(states).contiguous(), "lengths": lengths}, str(tmp))
 
 
 def load_policy_hidden(path: str | os.PathLike) -> list[torch.Tensor]:
@@ -245,7 +245,7 @@ class R2M(nn.Module):
                 self.head.requires_grad_(False)
         self.step, self.total_steps = 0, int(total_steps)
         self._optimiser: torch.optim.Optimizer | None = None
-        self._noise = torch.Generator().manual_seed(self.config.seed + 1)
+        self._noise = torch.Generator().manual_seed(derive_seed(self.config.seed, scheme="r2m_noise"))
 
     # ---- construction and files
 
@@ -269,13 +269,12 @@ class R2M(nn.Module):
         """The trained part and the schedule position as one safetensors file, renamed into place."""
         from safetensors.torch import save_file
 
-        from rmroute.io import tmp_path
+        from rmroute.io import atomic_file
 
         meta = {"step": str(self.step), "total_steps": str(self.total_steps), "config": json.dumps(asdict(self.config)),
                 "policy_dim": str(self.policy_dim), "rm_dim": str(self.rm_dim)}
-        tmp = tmp_path(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()}, str(tmp), metadata=meta)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()}, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, base_dir: str | os.PathLike, state_path: str | os.PathLike, *, device: str = "cpu", **kwargs) -> R2M:
@@ -390,7 +389,7 @@ class R2M(nn.Module):
         params = [p for p in (*self.attention.parameters(), *self.head.parameters()) if p.requires_grad]
         if params and self._optimiser is None:
             self._optimiser = torch.optim.AdamW(params, lr=self.config.lr)
-        order = torch.Generator().manual_seed(self.config.seed * 1000 + self.step)
+        order = torch.Generator().manual_seed(derive_seed(self.config.seed, self.step, scheme="r2m_update"))
         log = []
         self.train()
         for _ in range(self.config.epochs):
