@@ -80,7 +80,9 @@ def train_sft(model, tokenizer, records: list[dict], *, steps: int, batch_size: 
         callbacks = [_PeriodicEval(eval_every, eval_fn)] if eval_fn else []
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
         if len(trainer.train_dataset) != len(records):
-            raise ValueError(f"SFT preprocessing dropped {len(records) - len(trainer.train_dataset)} records; raise policy.max_length")
+            raise ValueError(f"SFT preprocessing dropped {len(records) - len(trainer.train_dataset)} records longer than "
+                             f"max_length={max_length} tokens; raise policy.max_length (the policy) or the RM sheet's "
+                             "max_length (a generative RM)")
         trainer.train_dataset = trainer.train_dataset.select(picks)
         trainer.train()
     return model

@@ -39,7 +39,7 @@ rule bsr_groups:
     params:
         samples=BSR_EVAL.get("samples_per_prompt"),
         temperature=BSR_EVAL.get("temperature"),
-        max_new_tokens=config["budget"]["max_new_tokens"],
+        max_new_tokens=BUDGET.max_new_tokens,
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
@@ -68,8 +68,7 @@ rule bsr_rm:
         table=f"{R}/bsr/eval/{{loss}}/{{bsr_seed}}.parquet",
         norms=f"{R}/bsr/eval/{{loss}}/{{bsr_seed}}.norms.parquet",
     params:
-        row=BSR_ROW,
-        rm_training=config["rm_training"],
+        rm=get_bsr_rm_job,  # the row's training columns and the rm_training keys of the job's loss
         data_seed=config["seed"],
         seed=get_bsr_seed,
         device=config["device"],

@@ -5,7 +5,7 @@
 rule sft_policy:
     input:
         sft=f"{R}/data/sft.jsonl",
-        val=f"{R}/data/{config['sft']['select_split']}.jsonl",
+        val=get_sft_validation,
     output:
         policy=directory(f"{R}/models/sft"),
         selection=report(
@@ -16,8 +16,8 @@ rule sft_policy:
         ),
     params:
         policy=config["policy"],
-        sft=config["sft"],
-        max_new_tokens=config["evaluation"]["max_new_tokens"],
+        sft=SFT_SETTINGS.params(),  # without the selection keys under select: last
+        max_new_tokens=EVALUATION.max_new_tokens if SFT_SETTINGS.select == "band" else None,
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]

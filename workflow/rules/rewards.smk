@@ -10,8 +10,9 @@ rule rm_pairs:
     output:
         pairs=expand(f"{R}/data/pairs/{{split}}.jsonl", split=PAIR_SPLITS),
     params:
-        samples=config["rm_training"]["samples_per_prompt"],
-        temperature=config["rm_training"]["temperature"],
+        samples=RM_TRAINING.samples_per_prompt,
+        temperature=RM_TRAINING.temperature,
+        max_new_tokens=BUDGET.max_new_tokens,  # the samples are as long as the rollouts' the RMs will score
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
@@ -36,8 +37,7 @@ rule train_rm:
     output:
         rm=directory(f"{R}/rms/{{rm}}"),
     params:
-        row=get_rm_row,
-        rm_training=config["rm_training"],
+        rm=get_rm_job,  # its row's training columns and the rm_training keys of its kind (rmroute.settings.RMJob)
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]

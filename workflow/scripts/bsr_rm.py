@@ -6,6 +6,5 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 from rmroute.stages import bsr_rm  # noqa: E402
 
 bsr_rm(snakemake.input.init, snakemake.input.tokenizer, snakemake.input.pairs, snakemake.input.test_pairs,
-       snakemake.input.groups, snakemake.params.row, snakemake.params.rm_training, snakemake.wildcards.loss,
-       snakemake.params.data_seed, snakemake.params.seed, snakemake.threads, snakemake.params.device,
-       snakemake.output.rm, snakemake.output.table, snakemake.output.norms)
+       snakemake.input.groups, snakemake.params.rm, snakemake.params.data_seed, snakemake.params.seed, snakemake.threads,
+       snakemake.params.device, snakemake.output.rm, snakemake.output.table, snakemake.output.norms)

@@ -7,5 +7,5 @@ from rmroute.stages import train_sft_policy  # noqa: E402
 
 train_sft_policy(snakemake.input.sft, snakemake.params.policy, snakemake.params.sft, snakemake.params.seed,
                  snakemake.threads, snakemake.params.device, snakemake.output.policy,
-                 val_path=snakemake.input.val, selection_path=snakemake.output.selection,
+                 val_path=snakemake.input.val or None, selection_path=snakemake.output.selection,
                  max_new_tokens=snakemake.params.max_new_tokens)

@@ -5,5 +5,5 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 from rmroute.stages import train_rm  # noqa: E402
 
-train_rm(snakemake.input.policy, snakemake.input.pairs, snakemake.params.row, snakemake.params.rm_training,
-         snakemake.params.seed, snakemake.threads, snakemake.params.device, snakemake.output.rm, snakemake.input.init)
+train_rm(snakemake.input.policy, snakemake.input.pairs, snakemake.params.rm, snakemake.params.seed, snakemake.threads,
+         snakemake.params.device, snakemake.output.rm, snakemake.input.init)

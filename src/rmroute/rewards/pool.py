@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from rmroute import models
+from rmroute.settings import CLASSIFIER_LOSSES, GENERATIVE_LOSSES  # the sheet's loss column
 from rmroute.testbed import corrupt_answer, score_record
 
 
@@ -83,10 +84,6 @@ def rm_training_pairs(pairs: list[dict], mix: dict[str, float], n_pairs: int, la
     return out
 
 
-CLASSIFIER_LOSSES = ("bt", "bsr")
-GENERATIVE_LOSSES = ("lm",)
-
-
 def rm_kind(loss: str) -> str:
     """'classifier' or 'generative' from the sheet's loss column."""
     if loss in CLASSIFIER_LOSSES:
@@ -97,22 +94,23 @@ def rm_kind(loss: str) -> str:
 
 
 def train_generative_rm(init_source: str, tokenizer, pairs: list[dict], *, steps: int, batch_size: int, lr: float,
-                        seed: int, use_cpu: bool = True):
+                        seed: int, max_length: int = 256, use_cpu: bool = True):
     """A causal-LM RM initialised from `init_source` and fine-tuned with TRL's SFTTrainer on the
     chosen side of its pairs (loss on the response only). Label noise reaches it as it reaches a
-    classifier: a flipped pair teaches the rejected response."""
+    classifier: a flipped pair teaches the rejected response. A prompt + chosen response longer
+    than `max_length` tokens (the sheet's max_length) is an error."""
     from rmroute.sft import train_sft
 
     model = models.load_policy(init_source, device="cpu" if use_cpu else "auto").train()
     records = [{"id": str(i), "domain": "rm", "prompt": p["prompt"], "answer": p["chosen"]} for i, p in enumerate(pairs)]
     train_sft(model, tokenizer, records, steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 20),
-              seed=seed, mix={"rm": 1.0}, use_cpu=use_cpu)
+              seed=seed, mix={"rm": 1.0}, use_cpu=use_cpu, max_length=max_length)
     return model.eval()
 
 
 def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: str, steps: int, batch_size: int,
                        lr: float, seed: int, bsr_coef: float = 1e-3, bsr_batch_scale: bool = True, new_layers: int = 0,
-                       freeze_init: bool = False, use_cpu: bool = True):
+                       freeze_init: bool = False, max_length: int = 256, use_cpu: bool = True):
     """A sequence-classifier RM initialised from `init_source` (the SFT policy, or an RM fine-tuned
     on the RM's domains such as a generative specialist), trained with TRL's RewardTrainer (BT) or
     its BSR subclass.
@@ -122,7 +120,9 @@ def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: 
     are and only the new layers, the final norm and the score head train. Why: a classifier reads
     the last token only, and in a shallow backbone the answer the backbone would give is complete
     only at the top of the position that predicts it, where no later position can compare it with
-    the response; layers above the backbone can."""
+    the response; layers above the backbone can. A pair whose chosen or rejected text is longer
+    than `max_length` tokens (the sheet's max_length, what scoring keeps) is left out, as TRL's
+    RewardTrainer does; an error when none is left."""
     from trl import RewardConfig, RewardTrainer
 
     from rmroute.rewards.losses import BSRRewardTrainer
@@ -142,13 +142,20 @@ def train_reward_model(init_source: str, tokenizer, pairs: list[dict], *, loss: 
         args = RewardConfig(
             output_dir=tmp, max_steps=steps, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
             learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
-            logging_steps=max(1, steps // 10), max_length=256, **models.trainer_settings(use_cpu, seed),
+            logging_steps=max(1, steps // 10), max_length=max_length, **models.trainer_settings(use_cpu, seed),
         )
         if loss == "bsr":
             trainer = BSRRewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                        bsr_coef=bsr_coef, bsr_batch_scale=bsr_batch_scale)
         else:
             trainer = RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        kept = len(trainer.train_dataset)
+        if not kept:
+            raise ValueError(f"every one of the {len(pairs)} RM training pairs is longer than max_length={max_length} "
+                             "tokens; raise the RM sheet's max_length")
+        if kept < len(pairs):
+            print(f"train_reward_model: {len(pairs) - kept} of {len(pairs)} pairs longer than max_length={max_length} "
+                  "tokens left out", flush=True)
         trainer.train()
     return model.eval()
 
