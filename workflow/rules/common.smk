@@ -14,13 +14,28 @@ os.environ.update(
 
 from rmroute.config import load_config  # noqa: E402
 from rmroute.evaluate import single_rm_methods  # noqa: E402
+from rmroute.hub import check_hub_cache  # noqa: E402
 from rmroute.rewards.sources import parse_r2m_source  # noqa: E402
+from rmroute.settings import RM_SCORING_COLUMNS, SFT, Budget, Evaluation, RMTraining  # noqa: E402
 from rmroute.testbed import OOD_SPLIT, SPLITS  # noqa: E402
+from snakemake.logging import logger  # noqa: E402
 
 _, RM_SHEET, METHODS = load_config(config, PROJECT)
+# Every hub id the config loads must be in the local HF cache: an error now, not in the first job
+# that loads it; a warning under `snakemake -n`. At parse time `workflow.dryrun` is still False
+# (Snakemake 9 sets it when execution starts); the CLI's -n is in output_settings.dryrun.
+for _message in check_hub_cache(config, RM_SHEET, METHODS, PROJECT,
+                                dry_run=bool(getattr(workflow.output_settings, "dryrun", False) or workflow.dryrun)):
+    logger.warning(f"Warning: {_message}")
 RM_IDS = list(RM_SHEET["rm_id"])
 SEEDS = [int(s) for s in config["seeds"]]
-ITERATIONS = list(range(1, config["budget"]["iterations"] + 1))
+# The blocks rm_training, sft, budget and evaluation as typed settings (rmroute.settings): each
+# rule's params take only the keys its job reads, so a changed key re-runs only the jobs that read it.
+RM_TRAINING = RMTraining.from_config(config["rm_training"])
+SFT_SETTINGS = SFT.from_config(config["sft"])
+BUDGET = Budget.from_config(config["budget"])
+EVALUATION = Evaluation.from_config(config["evaluation"])
+ITERATIONS = list(range(1, BUDGET.iterations + 1))
 RUNS = [(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS]  # every (method, seed, iteration)
 R = config["results_dir"]
 ALL_SPLITS = [*SPLITS, OOD_SPLIT, "facts"]
@@ -28,7 +43,7 @@ PAIR_SPLITS = ["rm_train", "router_offline", "test", OOD_SPLIT]  # splits turned
 BEHAVIOUR_SPLITS = ["router_offline", "test", OOD_SPLIT]  # splits every RM scores offline
 NEEDS_OFFLINE_ROUTER = any(m.needs_offline_router for m in METHODS.values())
 # The budget keys a rollout uses: changing another budget key re-runs no rollout.
-ROLLOUT_BUDGET = {k: config["budget"][k] for k in ("prompts_per_iteration", "samples_per_prompt", "temperature", "max_new_tokens")}
+ROLLOUT_BUDGET = BUDGET.rollout()
 # vLLM pins its own transformers and numpy, so its rollouts run in an environment of their own.
 ROLLOUT_ENV = "../../envs/vllm.yaml" if config.get("rollout", {}).get("backend") == "vllm" else "../../envs/rmroute.yaml"
 # The BSR evaluation (block `bsr_eval`): one BT and one BSR RM per seed, on the data of one sheet row.
@@ -37,7 +52,7 @@ BSR_LOSSES = ["bt", "bsr"]
 BSR_SEEDS = [int(s) for s in BSR_EVAL.get("seeds", [])]
 BSR_ROW = RM_SHEET.set_index("rm_id").loc[BSR_EVAL["rm"]].to_dict() if BSR_EVAL else {}
 # The response-OOD policy: the SFT run stopped early (the same seed, data order and schedule).
-BSR_RESPONSE_SFT = {**config["sft"], "steps": BSR_EVAL["response_policy_steps"], "select": "last"} if BSR_EVAL else {}
+BSR_RESPONSE_SFT = SFT_SETTINGS.stopped_at(BSR_EVAL["response_policy_steps"]).params() if BSR_EVAL else {}
 # R2M for one iteration (block `r2m`): its base RM is the RM of the single-RM method it names.
 R2M_CONFIG = config.get("r2m", {})
 R2M_ROWS = [r for r in RM_IDS if parse_r2m_source(RM_SHEET.set_index("rm_id").loc[r, "source"])]  # R2M in the loop
@@ -50,7 +65,7 @@ CLAIMS = config.get("claims", {})
 # draws no prompt twice across splits, and at paper scale (hf_data) router_offline and rm_train are
 # slices of each dataset's `split` while test is read from its `test_split`, so either is disjoint
 # from test (router_offline, the default, is also the held-out split of SFT checkpoint selection).
-VALIDATION_SPLIT = config["evaluation"]["validation_split"]
+VALIDATION_SPLIT = EVALUATION.validation_split
 # claims.best_single absent or `auto`: chosen on validation among the single-RM methods of the
 # routed method's recipe (rmroute.claims.resolve_best_single).
 CLAIMS_AUTO_BEST_SINGLE = bool(CLAIMS) and CLAIMS.get("best_single", "auto") == "auto"
@@ -80,12 +95,11 @@ def trained_rm_dirs():
 
 
 def rm_pool_records(static=False):
-    """The sheet as the scripts need it, with every RM's directory or hub id resolved; `static`:
-    only the rows that score without the policy (no R2M rows)."""
+    """The sheet's scoring columns (RM_SCORING_COLUMNS: no training column, no description), with
+    every RM's directory or hub id resolved as `path`; `static`: only the rows that score without
+    the policy (no R2M rows)."""
     rows = [r for r in RM_SHEET.to_dict("records") if not (static and parse_r2m_source(r["source"]))]
-    for row in rows:
-        row["path"] = rm_dir(row["rm_id"])
-    return rows
+    return [{**{k: row[k] for k in RM_SCORING_COLUMNS if k in row}, "path": rm_dir(row["rm_id"])} for row in rows]
 
 
 def get_method_rm_dirs(wildcards):
@@ -102,8 +116,21 @@ def get_method_pool(wildcards):
     return [rows[r] for r in RM_IDS if r in METHODS[wildcards.method].rms]
 
 
-def get_rm_row(wildcards):
-    return RM_SHEET.set_index("rm_id").loc[wildcards.rm].to_dict()
+def get_rm_job(wildcards):
+    """What training the RM reads (rmroute.settings.RMTraining.job): its sheet row's training
+    columns and the rm_training keys of its kind, never `description`, so editing bsr_coef
+    re-trains only the BSR RMs."""
+    return RM_TRAINING.job(RM_SHEET.set_index("rm_id").loc[wildcards.rm]).params()
+
+
+def get_bsr_rm_job(wildcards):
+    """One RM of the BT/BSR comparison: the sheet row `bsr_eval.rm`'s data with the loss of the job."""
+    return RM_TRAINING.job(BSR_ROW, loss=wildcards.loss).params()
+
+
+def get_sft_validation(wildcards):
+    """The held-out prompts of the SFT checkpoint selection (`sft.select: band` only)."""
+    return f"{R}/data/{SFT_SETTINGS.select_split}.jsonl" if SFT_SETTINGS.select == "band" else []
 
 
 def get_rm_init(wildcards):
