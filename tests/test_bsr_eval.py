@@ -23,6 +23,7 @@ from rmroute.rewards.bsr_eval import (
 )
 from rmroute.rewards.pool import preference_pairs
 from rmroute.rewards.r2m import R2M
+from rmroute.settings import RMTraining
 from rmroute.testbed import score_record
 from tiny_artefacts import tiny_splits, tiny_tokenizer, tiny_classifier
 
@@ -91,8 +92,8 @@ def tiny(tmp_path_factory):
     return root, tok, splits
 
 
-ROW = {"domain_mix": "arith:1,instruct:1", "n_pairs": 12, "label_noise": 0.0, "max_length": 128, "init": "sft"}
-RM_TRAINING = {"steps": 3, "batch_size": 4, "lr": 1e-3, "bsr_coef": 1e-3, "bsr_batch_scale": False}
+ROW = {"loss": "bt", "domain_mix": "arith:1,instruct:1", "n_pairs": 12, "label_noise": 0.0, "max_length": 128, "init": "sft"}
+RM_TRAINING = RMTraining.from_config({"steps": 3, "batch_size": 4, "lr": 1e-3, "bsr_coef": 1e-3, "bsr_batch_scale": False})
 
 
 def test_bsr_stages_write_the_tidy_table_and_the_figure(tiny, tmp_path):
@@ -109,7 +110,7 @@ def test_bsr_stages_write_the_tidy_table_and_the_figure(tiny, tmp_path):
         for seed in (0, 1):
             out = tmp_path / loss / str(seed)
             stages.bsr_rm(str(root / "sft"), str(root / "sft"), str(root / "pairs_rm_train.jsonl"),
-                          str(root / "pairs_test.jsonl"), str(tmp_path / "groups.jsonl"), ROW, RM_TRAINING, loss, 0, seed,
+                          str(root / "pairs_test.jsonl"), str(tmp_path / "groups.jsonl"), RM_TRAINING.job(ROW, loss).params(), 0, seed,
                           1, "cpu", str(out / "rm"), str(out / "table.parquet"), str(out / "norms.parquet"))
             tables.append(str(out / "table.parquet"))
             norms.append(str(out / "norms.parquet"))
@@ -176,3 +177,5 @@ def test_gold_pair_accuracy_counts_only_pairs_gold_can_order():
     groups = [{"gold": [1.0, 0.0, 0.0]}, {"gold": [0.5, 0.5]}]
     acc, n = stages.gold_pair_accuracy(groups, [[2.0, 1.0, 3.0], [0.0, 1.0]])
     assert n == 2 and acc == pytest.approx(0.5)  # (0,1) right, (0,2) wrong; (1,2) and group 2 are gold ties
+    acc, n = stages.gold_pair_accuracy([{"gold": [1.0, 0.0]}], [[1.0, 1.0]])
+    assert n == 1 and acc == pytest.approx(0.5)  # a score tie counts half, as in the decision log (rmroute.gold)

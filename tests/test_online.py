@@ -231,6 +231,25 @@ def test_later_epochs_replay_the_labelled_pairs_without_routing(tiny_policy, tmp
     assert labeler.updates == 4
 
 
+def test_the_recipe_config_carries_epochs_and_reward_timing_to_the_trainer(tiny_policy, tmp_path):
+    """`routed_dpo_config(..., recipe)` alone sets the replay epochs and the reward timing (the usage
+    example passes nothing else to the trainer); an argument given to the trainer still wins."""
+    recipe = laser(epochs=1.5, reward_timing="after_update").recipe
+    tok = models.load_tokenizer(tiny_policy)
+
+    def trainer(name: str, **explicit) -> RoutedDPOTrainer:
+        args = routed_dpo_config(str(tmp_path / name), recipe, seed=0, max_length=64)
+        assert (args.epochs, args.reward_timing) == (1.5, "after_update")
+        return RoutedDPOTrainer(model=models.load_policy(tiny_policy, device="cpu").train(),
+                                ref_model=models.load_policy(tiny_policy, device="cpu"), args=args, processing_class=tok,
+                                labeler=None, batches=batches_of(16), **explicit)
+
+    from_recipe = trainer("recipe")
+    assert len(from_recipe.schedule) == 6 and from_recipe.reward_timing == "after_update"  # 4 routed + 2 replays
+    given = trainer("given", epochs=1.0, reward_timing="step")
+    assert len(given.schedule) == 4 and given.reward_timing == "step"
+
+
 def test_a_batch_without_pairs_trains_nothing_and_updates_nothing(tiny_policy, tmp_path):
     same = [{**g, "responses": [" yes"] * 4, "gold": [1.0] * 4} for g in make_groups(4)]  # identical texts: no pair
     before = {k: v.clone() for k, v in models.load_policy(tiny_policy, device="cpu").state_dict().items()}
@@ -289,7 +308,7 @@ def test_the_labeler_refuses_to_route_twice_without_feedback():
         labeler.label(make_groups(2))
     with pytest.raises(ValueError, match="one value per labelled pair"):
         labeler.feedback(np.zeros(len(pairs) + 1))
-    with pytest.raises(ValueError, match="LinUCB needs prompt_context"):
+    with pytest.raises(ValueError, match="routes on prompt contexts and needs prompt_context"):
         RoutedLabeler(pool, laser(), build_router(laser(), 1, 4, 0))
     with pytest.raises(ValueError, match="needs a router object"):
         RoutedLabeler(pool, method, None)

@@ -16,6 +16,7 @@ import pandas as pd
 from rmroute.rewards.sources import parse_r2m_source
 
 from rmroute.methods import ConfigError, Method, resolve_methods
+from rmroute.routers.registry import load_plugins
 from rmroute.testbed import ATTRIBUTES, DOMAINS
 
 __all__ = ["ConfigError", "check_claims", "check_config", "check_rm_sheet", "load_config", "read_rm_sheet"]
@@ -179,6 +180,10 @@ def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFra
     check_rm_sheet(sheet, root, DOMAINS)
     check_config(config, root)
     r2m_rows = tuple(r for r, source in zip(sheet["rm_id"], sheet["source"]) if parse_r2m_source(source))
+    try:  # routers of the user's own, registered on import (docs/routers.md)
+        load_plugins(config.get("plugins") or [], root)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     methods = resolve_methods(config, list(sheet["rm_id"]), opt_in=r2m_rows)
     check_rm_experiments(config, sheet, methods)
     check_claims(config, methods)

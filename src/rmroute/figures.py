@@ -11,8 +11,6 @@ import pandas as pd
 from rmroute.io import save_figure
 from rmroute.report import ci95, percent_limits
 
-# Routers that pick among RMs decision by decision: a fixed RM or an ensemble has no share to show.
-ROUTED = ("random", "oracle", "linucb", "exp3", "thompson", "offline-only")
 
 
 def _pyplot():

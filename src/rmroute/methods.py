@@ -14,16 +14,8 @@ import numpy as np
 
 from rmroute.testbed import DOMAINS
 
-ROUTERS = ("single", "random", "ensemble", "oracle", "linucb", "exp3", "thompson", "offline-only")
-LEARNING_ROUTERS = ("linucb", "exp3", "thompson")  # updated from bandit rewards
-OFFLINE_ROUTERS = ("thompson", "offline-only")  # need the offline router (its pair encoder and RM embeddings)
-PAIR_ROUTERS = ("thompson", "offline-only", "random", "single")  # can route candidate pairs
-DEFAULT_GRANULARITY = {
-    "single": "batch", "random": "batch", "ensemble": "query", "oracle": "query", "linucb": "batch",
-    "exp3": "batch", "thompson": "pair", "offline-only": "pair",
-}
-COMBINES = ("mean", "min", "uncertainty", "vote")  # ensemble score combinations (rmroute.routers.ensemble)
-DEFAULT_RECIPE = {"thompson": "bayesian", "offline-only": "bayesian"}  # every other router: laser
+from rmroute.routers.ensemble import COMBINER_NAMES as COMBINES  # ensemble score combinations
+from rmroute.routers.registry import router_class, router_names, router_origin
 
 
 class ConfigError(ValueError):
@@ -60,7 +52,8 @@ class Method:
     """A router, its recipe and its hyper-parameters, with the budget keys every method shares."""
 
     name: str = _help("the method's name in paths and tables", "method")
-    router: str = _help("which RM labels each decision (see ROUTERS)", "random")
+    router: str = _help("which RM labels each decision: a registered router (rmroute.routers.router_names(): "
+                        "the package's and those of `plugins:`)", "random")
     recipe_name: str = _help("name of the recipe under `recipes:`", "laser")
     recipe: Recipe = field(default_factory=Recipe, metadata={"help": "the resolved training recipe"})
     granularity: str = _help("one routing decision per batch, query or candidate pair", "batch")
@@ -86,14 +79,30 @@ class Method:
                            "() = every domain", ())
     pairs_per_prompt: int = _help("budget.pairs_per_prompt", 2)
     batch_prompts: int = _help("budget.batch_prompts: prompts per training batch (and per-batch decision)", 16)
+    params: dict = field(default_factory=dict, metadata={
+        "help": "hyper-parameters a router declares beyond the keys above (a plugin router's), by name"})
+    plugin: str | None = _help("the `plugins:` entry that registers the router (filled in; None = the package's)", None)
+
+    @property
+    def router_class(self) -> type:
+        """The router's registered class: its declarations (context, granularity, learns, ...)."""
+        return router_class(self.router, f"methods.{self.name}.router", self.plugin)
 
     @property
     def learns(self) -> bool:
-        return self.router in LEARNING_ROUTERS
+        return self.router_class.learns
 
     @property
     def needs_offline_router(self) -> bool:
-        return self.router in OFFLINE_ROUTERS
+        """Routers on candidate-pair contexts read the offline router's pair encoder and RM embeddings."""
+        return self.router_class.context == "pair"
+
+    def router_options(self) -> dict:
+        """The router's declared hyper-parameters with this method's values: a key of its own
+        (alpha, gamma, ...), else `params`, else the router's default."""
+        own = {f.name for f in fields(self)}
+        return {hp: getattr(self, hp) if hp in own else self.params.get(hp, spec.default)
+                for hp, spec in self.router_class.hyperparameters.items()}
 
     def active_rms(self, it: int) -> list[str]:
         """The pool at iteration `it`, in arm order: every RM that has joined by then. Late RMs
@@ -111,16 +120,12 @@ class Method:
             raise ValueError(f"method {data.get('name')!r}: no `rms` (pool) in the resolved method; resolve it with "
                              "resolve_methods")
         return cls(**{**data, "recipe": Recipe(**data["recipe"]), "rms": tuple(data["rms"]), "join": dict(data.get("join", {})),
-                      "domains": tuple(data.get("domains", ()))})
+                      "domains": tuple(data.get("domains", ())), "params": dict(data.get("params", {}))})
 
 
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
-METHOD_KEYS = tuple(f.name for f in fields(Method) if f.name not in ("name", "recipe", "recipe_name", "arm",
+METHOD_KEYS = tuple(f.name for f in fields(Method) if f.name not in ("name", "recipe", "recipe_name", "arm", "plugin",
                                                                       "pairs_per_prompt", "batch_prompts"))
-
-
-EXTENDABLE_ROUTERS = ("linucb", "thompson", "random", "ensemble", "oracle")  # routers whose state grows with the pool
-
 
 BASELINE_SEPARATOR = "@"  # "<baseline>@<recipe>": a baseline's name says which recipe trained it
 
@@ -148,11 +153,11 @@ def baseline_specs(config: dict, rm_ids: list[str]) -> dict[str, dict]:
                     raise ConfigError(f"{where}: {baseline!r} combines by {combine!r}; expected one of "
                                       f"{[f'ensemble-{c}' for c in COMBINES]}")
                 specs = {baseline: {"router": "ensemble", "combine": combine}}
-            elif baseline in ROUTERS:
+            elif baseline in router_names():
                 specs = {baseline: {"router": baseline}}
             else:
                 raise ConfigError(f"{where}: {baseline!r} is not a baseline; expected 'single', 'ensemble-<combine>' "
-                                  f"or a router of {list(ROUTERS)}")
+                                  f"or a router of {list(router_names())}")
             # The schema keeps "@" out of the names under `methods:`, so these never collide with them.
             out.update({f"{name}{BASELINE_SEPARATOR}{recipe}": {**spec, **overrides, "recipe": recipe}
                         for name, spec in specs.items()})
@@ -171,15 +176,22 @@ def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = (
     for name, spec in {**config["methods"], **baseline_specs(config, static_rms)}.items():
         where = f"methods.{name}"
         router = spec.get("router")
-        if router not in ROUTERS:
-            raise ConfigError(f"{where}.router: {router!r} is not a router; expected one of {list(ROUTERS)}")
-        recipe_name = spec.get("recipe", DEFAULT_RECIPE.get(router, "laser"))
+        try:
+            declared = router_class(str(router), f"{where}.router")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        unknown = sorted(set(spec.get("params") or {}) - set(declared.hyperparameters))
+        if unknown:
+            raise ConfigError(f"{where}.params: router {router!r} declares no hyper-parameter {unknown}; it declares "
+                              f"{sorted(declared.hyperparameters) or 'none'}")
+        recipe_name = spec.get("recipe", declared.recipe)
         if recipe_name not in config["recipes"]:
             raise ConfigError(f"{where}.recipe: {recipe_name!r} is not defined under recipes ({sorted(config['recipes'])})")
         recipe = Recipe(**{**config["recipes"][recipe_name], **{k: v for k, v in spec.items() if k in RECIPE_KEYS}})
         own = {k: v for k, v in spec.items() if k in METHOD_KEYS}
         method = Method(name=name, recipe_name=recipe_name, recipe=recipe, pairs_per_prompt=budget["pairs_per_prompt"],
-                        batch_prompts=budget["batch_prompts"], **{"granularity": DEFAULT_GRANULARITY[router], **own})
+                        plugin=router_origin(router),
+                        batch_prompts=budget["batch_prompts"], **{"granularity": declared.granularity, **own})
         rms = list(spec.get("rms", [r for r in rm_ids if r not in opt_in]))
         for rm in rms:
             if rm not in rm_ids:
@@ -199,8 +211,9 @@ def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = (
                 raise ConfigError(f"{where}.join: {rm!r} is not in the method's pool ({rms})")
             if not 2 <= int(first) <= iterations:
                 raise ConfigError(f"{where}.join.{rm}: iteration {first} must lie in [2, budget.iterations={iterations}]")
-        if join and router not in EXTENDABLE_ROUTERS:
-            raise ConfigError(f"{where}.join: router {router!r} cannot take an RM mid-run; use one of {list(EXTENDABLE_ROUTERS)}")
+        if join and not declared.extendable:
+            extendable = [n for n in router_names() if router_class(n).extendable]
+            raise ConfigError(f"{where}.join: router {router!r} cannot take an RM mid-run; use one of {extendable}")
         if join and len(join) == len(rms):
             raise ConfigError(f"{where}.join: every RM of the pool joins late; iteration 1 would have none")
         if join and method.recipe.normaliser == "ema-z":
@@ -217,10 +230,11 @@ def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = (
         method = replace(method, rms=tuple(rms), join={r: int(v) for r, v in join.items()}, domains=tuple(domains or ()))
         if router == "single":
             method = replace(method, arm=rms.index(spec["rm"]))
-        if router in OFFLINE_ROUTERS and method.granularity != "pair":
-            raise ConfigError(f"{where}.granularity: router {router!r} routes candidate pairs; use 'pair'")
-        if method.granularity == "pair" and router not in PAIR_ROUTERS:
-            raise ConfigError(f"{where}.granularity: 'pair' needs a pair-context router ({', '.join(PAIR_ROUTERS)})")
+        if method.granularity not in declared.granularities:
+            pair_routers = [n for n in router_names() if "pair" in router_class(n).granularities]
+            hint = f"; per-pair routing needs one of {pair_routers}" if method.granularity == "pair" else ""
+            raise ConfigError(f"{where}.granularity: router {router!r} routes per {' | '.join(declared.granularities)}, "
+                              f"not {method.granularity!r}{hint}")
         if method.granularity == "pair" and recipe.pair_rule != "random_routed":
             raise ConfigError(f"{where}.pair_rule: per-pair routing needs pair_rule 'random_routed', got {recipe.pair_rule!r}")
         if method.pairs_per_prompt >= budget["samples_per_prompt"] and recipe.pair_rule == "top_vs_next":
@@ -232,23 +246,13 @@ def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = (
 
 
 def build_router(method: Method, n_arms: int, dim: int, seed: int, prior: np.ndarray | None = None):
-    """The method's router over `n_arms` RMs with `dim`-dimensional contexts, or None for the
-    routers that score with every RM (ensemble, oracle: they pick from the scores themselves).
-    `prior` is the offline router's (n_arms, dim) RM embeddings, needed by thompson and offline-only."""
-    from rmroute.routers import make_router
-
-    kind = method.router
-    if kind in ("ensemble", "oracle"):
-        return None
-    if kind in OFFLINE_ROUTERS and prior is None:
-        raise ValueError(f"method {method.name!r}: router {kind!r} needs the offline router's RM embeddings (prior)")
-    options = {
-        "single": lambda: {"arm": method.arm},
-        "random": dict,
-        "linucb": lambda: {"alpha": method.alpha},
-        "exp3": lambda: {"gamma": method.gamma},
-        "thompson": lambda: {"prior_means": prior if method.prior == "offline" else None, "lambda0": method.lambda0,
-                             "noise_var": method.sigma2},
-        "offline-only": lambda: {"arm_embeddings": prior},
-    }[kind]()
-    return make_router(kind, n_arms, dim, seed, **options)
+    """The method's router over `n_arms` RMs with `dim`-dimensional contexts, built from its
+    registered class: `from_method` where the class defines one (a router whose arguments are
+    not plain hyper-parameters), else `cls(n_arms, dim, seed, **method.router_options())`.
+    `prior` is the offline router's (n_arms, dim) RM embeddings, needed by pair-context routers."""
+    cls = method.router_class
+    if cls.context == "pair" and prior is None:
+        raise ValueError(f"method {method.name!r}: router {method.router!r} needs the offline router's RM embeddings (prior)")
+    if hasattr(cls, "from_method"):
+        return cls.from_method(method, n_arms, dim, seed, prior)
+    return cls(n_arms, dim, seed, **method.router_options())

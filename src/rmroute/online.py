@@ -22,9 +22,10 @@ from typing import Callable
 
 import numpy as np
 
-from rmroute.methods import Method
+from rmroute.gold import gold_agreement, ranking_agreement, ranking_counts  # noqa: F401  (re-exported)
+from rmroute.methods import Method, build_router
 from rmroute.pairs import build_pairs, candidate_pairs, random_routed
-from rmroute.routers import combine_scores
+from rmroute.seeding import derive_seed, text_seed
 
 BATCH_ORDERS = ("interleaved", "blocked", "mixed")
 MIXED_DOMAIN = "mixed"  # the reward-history domain of a per-batch decision over prompts of several domains
@@ -46,7 +47,7 @@ def training_batches(groups: list[dict], batch_prompts: int, order: str, seed: s
         raise ValueError(f"batch_order {order!r}: expected one of {BATCH_ORDERS}")
     if batch_prompts < 1:
         raise ValueError(f"batch_prompts must be at least 1, got {batch_prompts}")
-    rng = random.Random(f"batches-{seed}")
+    rng = random.Random(text_seed("batches", seed))
 
     def cut(indices: list[int]) -> list[list[int]]:
         return [indices[i : i + batch_prompts] for i in range(0, len(indices), batch_prompts)]
@@ -99,34 +100,6 @@ class ScoreCache:
         return self.cache[(k, g, i)]
 
 
-def gold_agreement(gold: list[float] | None, pairs: list[tuple[int, int]]) -> float:
-    """Share of built pairs whose winner the gold checker agrees with (ties count half); analysis only."""
-    if not pairs or gold is None:
-        return float("nan")
-    return float(np.mean([1.0 if gold[w] > gold[lo] else 0.5 if gold[w] == gold[lo] else 0.0 for w, lo in pairs]))
-
-
-def ranking_counts(scores: list[float], gold: list[float]) -> tuple[float, int]:
-    """(pairs on which the scores order the responses as gold does, ties counting half; pairs gold
-    can tell apart) over every pair of one group."""
-    agree, total = 0.0, 0
-    for a, b in candidate_pairs(len(scores)):
-        if gold[a] == gold[b]:
-            continue
-        total += 1
-        if (scores[a] - scores[b]) * (gold[a] - gold[b]) > 0:
-            agree += 1
-        elif scores[a] == scores[b]:
-            agree += 0.5
-    return agree, total
-
-
-def ranking_agreement(scores: list[float], gold: list[float]) -> float:
-    """How well one RM's ranking of a group agrees with gold, over pairs gold can tell apart."""
-    agree, total = ranking_counts(scores, gold)
-    return agree / total if total else 0.5
-
-
 def _top_gap(scores: list[float]) -> float:
     top = sorted(scores, reverse=True)
     return float(top[0] - top[1]) if len(top) > 1 else 0.0
@@ -139,10 +112,13 @@ class RoutedLabeler:
         pool: reward models, each with `rm_id` and `score(prompts, responses) -> list[float]`
             (e.g. `rmroute.rewards.pool.RewardModel`); the list order is the arm order.
         method: the resolved method (router, granularity, recipe, budget keys).
-        router: the method's router (`rmroute.methods.build_router`), None for ensembles and the oracle.
+        router: the method's router (`rmroute.methods.build_router`); None builds it for the
+            routers that read every RM's scores (ensemble, oracle), which need no context.
         normaliser: rescales raw bandit rewards (`rmroute.routers.make_normaliser`).
-        prompt_context: `prompts -> (B, d)` contexts from the *current* policy (LinUCB).
-        pair_context: `(group, candidate pairs) -> (n, d)` contexts of candidate pairs (Thompson).
+        prompt_context: `prompts -> (B, d)` contexts from the *current* policy, for routers that
+            declare `context = "prompt"` (LinUCB).
+        pair_context: `(group, candidate pairs) -> (n, d)` contexts of candidate pairs, for
+            per-pair routing (Thompson: the offline router's pair vectors).
         seed: seeds the pair rule's draws, the oracle's ties and score noise.
         updates: router updates already received (carried over from earlier iterations).
 
@@ -156,13 +132,18 @@ class RoutedLabeler:
                  prompt_context: Callable[[list[str]], np.ndarray] | None = None,
                  pair_context: Callable[[dict, list[tuple[int, int]]], np.ndarray] | None = None,
                  seed: int = 0, updates: int = 0):
-        if router is None and method.router not in ("ensemble", "oracle"):
+        declared = method.router_class  # what the router reads and whether it learns, as its class declares
+        if router is None and declared.scores_every_rm:
+            router = build_router(method, len(pool), 1, seed)
+        if router is None:
             raise ValueError(f"method {method.name!r} (router {method.router!r}) needs a router object")
-        if method.router == "linucb" and prompt_context is None:
-            raise ValueError(f"method {method.name!r}: LinUCB needs prompt_context (the current policy's prompt embeddings)")
+        if declared.context == "prompt" and prompt_context is None:
+            raise ValueError(f"method {method.name!r}: router {method.router!r} routes on prompt contexts and needs "
+                             "prompt_context (the current policy's prompt embeddings)")
         if method.granularity == "pair" and pair_context is None:
             raise ValueError(f"method {method.name!r}: per-pair routing needs pair_context")
         self.pool, self.method, self.router, self.normaliser = pool, method, router, normaliser
+        self.declared = declared
         self.prompt_context, self.pair_context = prompt_context, pair_context
         self.rng = random.Random(seed)
         self.noise_seed = seed
@@ -183,7 +164,8 @@ class RoutedLabeler:
             raise RuntimeError("label() called twice without feedback(): the router would decide without the last step's reward")
         names, noise_rm = [rm.rm_id for rm in self.pool], self.method.noise_rm
         noisy = None if noise_rm is None else names.index(noise_rm) if noise_rm in names else -1  # -1: not joined yet
-        cache = ScoreCache(self.pool, self.method.noise_sigma, self.noise_seed * 100003 + step, noisy)
+        noise_seed = derive_seed(self.noise_seed, step, scheme="score_noise")
+        cache = ScoreCache(self.pool, self.method.noise_sigma, noise_seed, noisy)
         pairs: list[dict] = []
         decisions: list[dict] = []  # context, arm, the pairs and log rows each produced
         if self.method.granularity == "pair":
@@ -222,7 +204,7 @@ class RoutedLabeler:
         method, names = self.method, [rm.rm_id for rm in self.pool]
         start = time.perf_counter()
         everyone = [(g, i) for g in range(len(groups)) for i in range(len(groups[g]["responses"]))]
-        if method.router in ("ensemble", "oracle"):
+        if self.declared.scores_every_rm:
             arms, contexts = None, None
             calls = sum(cache.score(k, groups, everyone) for k in range(len(self.pool)))
         else:
@@ -238,12 +220,11 @@ class RoutedLabeler:
             n = len(group["responses"])
             if arms is None:
                 matrix = np.array([[cache.get(k, g, i) for i in range(n)] for k in range(len(self.pool))])
-                if method.router == "ensemble":
-                    options = {"k": method.uncertainty_k} if method.combine == "uncertainty" else {}
-                    scores, k, rm_name = combine_scores(method.combine, matrix, **options).tolist(), -1, f"ensemble:{method.combine}"
+                if not self.declared.needs_gold:  # an ensemble: one combined score per response
+                    scores, k, rm_name = self.router.scores(matrix).tolist(), -1, f"{method.router}:{method.combine}"
                 else:  # the oracle: the RM whose ranking agrees best with gold (analysis only)
-                    agreement = [ranking_agreement(list(row), group["gold"]) for row in matrix]
-                    k = self.rng.choice([j for j, a in enumerate(agreement) if a == max(agreement)])
+                    agreement = np.array([[ranking_agreement(list(row), group["gold"]) for row in matrix]])
+                    k = int(self.router.select(np.zeros((1, self.router.dim)), correct=agreement)[0])
                     scores, rm_name = matrix[k].tolist(), names[k]
             else:
                 k = int(arms[0] if method.granularity == "batch" else arms[g])
@@ -271,9 +252,10 @@ class RoutedLabeler:
 
     def _group_contexts(self, groups: list[dict]) -> np.ndarray:
         """One context row per decision: the batch's mean prompt embedding (per batch) or each
-        prompt's (per query) from the current policy for LinUCB; a constant for context-free routers."""
+        prompt's (per query) from the current policy for a prompt-context router (LinUCB); a
+        constant for context-free routers."""
         rows = 1 if self.method.granularity == "batch" else len(groups)
-        if self.method.router != "linucb":
+        if self.declared.context != "prompt":
             return np.zeros((rows, int(getattr(self.router, "dim", 1))))
         contexts = np.asarray(self.prompt_context([g["prompt"] for g in groups]), dtype=np.float64)
         return contexts.mean(axis=0, keepdims=True) if rows == 1 else contexts
@@ -335,7 +317,7 @@ class RoutedLabeler:
             if other.shape != (n,):
                 raise ValueError(f"also[{name!r}] must have one value per labelled pair ({n}), got shape {other.shape}")
             self._rewards(pending["decisions"], other, f"_{name}")
-        if not rewarded or self.normaliser is None or self.router is None:
+        if not rewarded or self.normaliser is None or self.declared.scores_every_rm:
             return np.zeros(0)  # ensembles and the oracle learn nothing: their raw rewards are logged only
         arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
         norm = self.normaliser(np.array(raw), arms, domains=[d["domain"] for d in rewarded])

@@ -30,6 +30,7 @@ from rmroute.io import save_figure
 from rmroute.methods import Method, build_router
 from rmroute.online import training_batches
 from rmroute.routers import arm_embeddings, pair_vector
+from rmroute.seeding import child_rng
 
 SIMULATION_ROUTERS = (
     "random", "single-best", "majority-vote", "oracle", "linucb", "thompson", "thompson-noprior", "offline-only",
@@ -57,10 +58,12 @@ def _run_router(name: str, lambda0: float, seed: int, correct: np.ndarray, pair_
     order = np.concatenate(batches)
     if name == "majority-vote":
         return majority_vote(correct[order]), n * k
-    if name == "oracle":  # a right RM whenever one exists (it sees every verdict)
-        return correct[order].max(axis=1), n * k
+    if name == "oracle":  # the pipeline's oracle: a right RM whenever one exists (it sees every verdict)
+        oracle = build_router(Method(name=name, router="oracle"), k, 1, seed)
+        picks = [correct[rows, oracle.select(np.zeros((len(rows), 1)), correct=correct[rows])] for rows in map(np.asarray, batches)]
+        return np.concatenate(picks), n * k
     method = _method(name, best_arm, lambda0)
-    per_batch = name == "linucb"
+    per_batch = method.router_class.context == "prompt"  # LASeR: one decision per batch on its mean prompt context
     contexts = prompt_ctx if per_batch else pair_ctx
     router = build_router(method, k, contexts.shape[1], seed, prior)
     got = []
@@ -150,7 +153,7 @@ def routing_simulation(
         steps = np.unique(np.linspace(1, n, min(n, MAX_CURVE_POINTS)).round().astype(int))
         for seed in seeds:
             # The stream order depends on the seed alone, never on the routers' own draws.
-            shuffled = np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(1)[0]).permutation(n)
+            shuffled = child_rng(seed).permutation(n)
             records = [{"domain": pairs[i]["domain"]} for i in shuffled]
             batches = [[int(shuffled[j]) for j in batch] for batch in training_batches(records, batch_size, batch_order, seed)]
             order = np.concatenate(batches)

@@ -1,7 +1,5 @@
 # Figures that test the papers' claims beside the tables (rmroute.figures): RM selection share over
 # iterations, pairwise RM agreement, reward margins, and accuracy against wall time and RM calls.
-from rmroute.figures import ROUTED
-
 
 rule rm_selection_share:
     input:
@@ -11,7 +9,8 @@ rule rm_selection_share:
                    subcategory="Router choices"),
         pdf=f"{R}/figures/rm_selection_share.pdf",
     params:
-        routed=[m for m, method in METHODS.items() if method.router in ROUTED],
+        # routers that pick among RMs decision by decision: a fixed RM or an ensemble has no share to show
+        routed=[m for m, method in METHODS.items() if method.router_class.picks_per_decision],
     log:
         f"{R}/logs/rm_selection_share.log",
     conda:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from rmroute.routers.base import check_finite
+from rmroute.routers.base import check_finite, check_state_header
+from rmroute.routers.registry import Hyper, register_router
 
 COMBINER_NAMES = ("mean", "min", "uncertainty", "vote")
 
@@ -65,3 +66,39 @@ def combine_scores(name: str, scores: np.ndarray, **kwargs: Any) -> np.ndarray:
     if name not in _COMBINERS:
         raise ValueError(f"unknown combiner {name!r}; valid names: {', '.join(COMBINER_NAMES)}")
     return _COMBINERS[name](scores, **kwargs)
+
+
+@register_router
+class EnsembleRouter:
+    """The RM-score ensembles: every RM scores every response, and `combine` merges the scores
+    (`combine_scores`). It picks no RM, so it has no state and never learns; the labeler asks it
+    for the combined scores of each prompt's group."""
+
+    name = "ensemble"
+    granularity = "query"
+    granularities = ("query", "batch")
+    scores_every_rm = True
+    picks_per_decision = False  # it combines every RM's scores
+    extendable = True  # a new RM simply joins the combination
+    hyperparameters = {
+        "combine": Hyper("mean", f"how the z-scored RM scores combine: {' | '.join(COMBINER_NAMES)}"),
+        "uncertainty_k": Hyper(1.0, "k of the uncertainty combination (mean - k std)"),
+    }
+
+    def __init__(self, n_arms: int, dim: int, seed: int = 0, combine: str = "mean", uncertainty_k: float = 1.0):
+        if combine not in COMBINER_NAMES:
+            raise ValueError(f"combine must be one of {COMBINER_NAMES}, got {combine!r}")
+        self.n_arms, self.dim, self.combine, self.uncertainty_k = int(n_arms), int(dim), combine, float(uncertainty_k)
+
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        """(K RMs, N responses) scores -> (N,) combined scores."""
+        return combine_scores(self.combine, matrix, **({"k": self.uncertainty_k} if self.combine == "uncertainty" else {}))
+
+    def add_arms(self, n: int, prior_means: np.ndarray | None = None) -> None:
+        self.n_arms += int(n)
+
+    def state_dict(self) -> dict:
+        return {"router": self.name, "n_arms": self.n_arms, "dim": self.dim, "combine": self.combine}
+
+    def load_state_dict(self, state: dict) -> None:
+        check_state_header(state, self.name, self.n_arms, self.dim)

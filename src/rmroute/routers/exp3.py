@@ -16,8 +16,10 @@ from rmroute.routers.base import (
     set_rng_state,
     state_array,
 )
+from rmroute.routers.registry import Hyper, register_router
 
 
+@register_router
 class Exp3Router:
     """Exp3 (Auer et al. 2002): `p_k = (1−γ)·w_k/Σw + γ/K`; after reward r on arm k,
     `w_k ← w_k·exp(γ·(r/p_k)/K)`.
@@ -30,6 +32,11 @@ class Exp3Router:
     """
 
     name = "exp3"
+    context = "none"
+    granularity = "batch"
+    granularities = ("batch", "query")
+    learns = True
+    hyperparameters = {"gamma": Hyper(0.1, "share of uniform exploration, in (0, 1]")}
 
     def __init__(self, n_arms: int, dim: int, seed: int = 0, gamma: float = 0.1):
         n_arms, dim = check_sizes(n_arms, dim)

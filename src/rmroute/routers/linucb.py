@@ -18,8 +18,10 @@ from rmroute.routers.base import (
     set_rng_state,
     state_array,
 )
+from rmroute.routers.registry import Hyper, register_router
 
 
+@register_router
 class LinUCBRouter:
     """Disjoint LinUCB: per arm k, `A_k = I`, `b_k = 0` at start, `θ_k = A_k⁻¹ b_k`, and the
     score `θ_kᵀc + α·sqrt(cᵀ A_k⁻¹ c)`; the arm with the highest score is picked.
@@ -32,6 +34,12 @@ class LinUCBRouter:
     """
 
     name = "linucb"
+    context = "prompt"  # the current policy's prompt embedding (the batch's mean, per batch)
+    granularity = "batch"
+    granularities = ("batch", "query")
+    learns = True
+    extendable = True
+    hyperparameters = {"alpha": Hyper(0.1, "weight of the confidence bonus (LASeR: 0.1)")}
 
     def __init__(self, n_arms: int, dim: int, seed: int = 0, alpha: float = 0.1):
         n_arms, dim = check_sizes(n_arms, dim)

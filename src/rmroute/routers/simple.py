@@ -16,12 +16,22 @@ from rmroute.routers.base import (
     rng_state,
     set_rng_state,
 )
+from rmroute.routers.registry import register_router
 
 
+@register_router
 class SingleRouter:
     """Always picks `arm`: the single-RM baselines ("best single RM" is this with the best arm)."""
 
     name = "single"
+    context = "none"
+    picks_per_decision = False  # always the same RM
+    granularity = "batch"
+    granularities = ("batch", "query", "pair")
+
+    @classmethod
+    def from_method(cls, method, n_arms: int, dim: int, seed: int, prior=None) -> SingleRouter:
+        return cls(n_arms, dim, seed, arm=method.arm)  # the pool index of the method's `rm`
 
     def __init__(self, n_arms: int, dim: int, seed: int = 0, *, arm: int):
         n_arms, dim = check_sizes(n_arms, dim)
@@ -44,10 +54,15 @@ class SingleRouter:
         self.arm = int(state["arm"])
 
 
+@register_router
 class RandomRouter:
     """Picks an RM uniformly at random per row from its own seeded generator."""
 
     name = "random"
+    context = "none"
+    granularity = "batch"
+    granularities = ("batch", "query", "pair")
+    extendable = True
 
     def __init__(self, n_arms: int, dim: int, seed: int = 0):
         n_arms, dim = check_sizes(n_arms, dim)
@@ -73,6 +88,7 @@ class RandomRouter:
         set_rng_state(self.rng, state["rng"])
 
 
+@register_router
 class OracleRouter(RandomRouter):
     """Picks an RM that is right on each row, from gold labels: an upper bound for analysis only.
 
@@ -82,6 +98,10 @@ class OracleRouter(RandomRouter):
     """
 
     name = "oracle"  # construction, update and state as RandomRouter: a seeded generator, no learning
+    granularity = "query"
+    granularities = ("query", "batch")
+    scores_every_rm = True  # it sees every RM's scores and gold: the pipeline's oracle is this class
+    needs_gold = True
 
     def select(self, contexts: np.ndarray, correct: np.ndarray | None = None) -> np.ndarray:
         contexts = check_contexts(contexts, self.dim)

@@ -18,8 +18,10 @@ from rmroute.routers.base import (
     set_rng_state,
     state_array,
 )
+from rmroute.routers.registry import Hyper, register_router
 
 
+@register_router
 class ThompsonRouter:
     """Per RM n a posterior `w_n ~ N(μ_n, Λ_n⁻¹)` kept in information form (Λ_n, b_n).
 
@@ -37,6 +39,21 @@ class ThompsonRouter:
     """
 
     name = "thompson"
+    context = "pair"  # the offline router's candidate-pair vectors
+    granularity = "pair"
+    learns = True
+    extendable = True
+    recipe = "bayesian"
+    hyperparameters = {
+        "lambda0": Hyper(1.0, "prior precision (BayesianRouter: 1)"),
+        "sigma2": Hyper(1.0, "observation noise variance"),
+        "prior": Hyper("offline", "prior means: the offline RM embeddings (offline) or zero (ablation)"),
+    }
+
+    @classmethod
+    def from_method(cls, method, n_arms: int, dim: int, seed: int, prior=None) -> ThompsonRouter:
+        return cls(n_arms, dim, seed, prior_means=prior if method.prior == "offline" else None,
+                   lambda0=method.lambda0, noise_var=method.sigma2)
 
     def __init__(
         self,
