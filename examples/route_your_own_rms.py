@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
     router = build_router(method, n_arms=len(pool), dim=policy.config.hidden_size, seed=args.seed)
     # The normaliser rescales each -loss to [0, 1] by the q20/q80 quantiles of all rewards so far.
     # `quantile` maps the very first reward to 0.5. LASeR's released rule (`quantile-laser`)
-    # returns it raw: here about -7 when the first pick is wrong, which sinks that RM below every
+    # returns it raw: here about -5 when the first pick is wrong, which sinks that RM below every
     # later reward of the other (all in [0, 1]), on both kinds of prompt, as the prompts' contexts
     # overlap, so the router would never try it again (see it with --normaliser quantile-laser).
     labeler = RoutedLabeler(
