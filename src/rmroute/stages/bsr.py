@@ -31,6 +31,7 @@ def bsr_groups(sft_dir: str, response_policy_dir: str, split_paths: dict[str, st
                  "gold": [score_record(r, s) for s in group]} for r, group in zip(records, groups)]
     write_jsonl(out, out_path)
 
+
 def bsr_rm(init_dir: str, tokenizer_dir: str, pairs_path: str, test_pairs_path: str, groups_path: str, rm,
            data_seed: int, seed: int, threads: int, device: str, out_dir: str, out_table: str, out_norms: str) -> None:
     """Train one RM of a BT/BSR comparison and take every BSR measurement of it.
@@ -65,6 +66,7 @@ def bsr_rm(init_dir: str, tokenizer_dir: str, pairs_path: str, test_pairs_path: 
     norms.insert(0, "seed", seed)
     norms.insert(0, "loss", loss)
     write_table(norms, out_norms)
+
 
 def bsr_tables(tables: list[str], norms: list[str], out_table: str, out_summary: str, png: str, pdf: str) -> None:
     """bsr.tsv (tidy: loss, seed, split, metric, value, plus each split's effective-rank shift from

@@ -13,6 +13,7 @@ from rmroute.io import atomic_dir, write_table
 
 HELD_OUT_SPLITS = ("test", "test_ood")  # the offline router's in- and out-of-domain evaluation
 
+
 def train_offline_router_stage(
     pairs_path: str, behaviour_path: str, encoder_name: str, train_cfg: dict, seed: int, out_dir: str,
     out_history_tsv: str, *, device: str = "cpu", threads: int = 1,
@@ -66,6 +67,7 @@ def train_offline_router_stage(
     # train_offline_router keeps the first epoch reaching the best validation accuracy.
     frame["selected"] = (np.arange(len(frame)) == int(np.argmax(best))).astype(int)
     write_table(frame, out_history_tsv)
+
 
 def offline_router_table(
     offline_dir: str, pair_paths: dict[str, str], behaviour_path: str, *, device: str = "cpu", threads: int = 1

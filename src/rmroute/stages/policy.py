@@ -25,10 +25,12 @@ def prepare_data(testbed: dict, seed: int, out_dir: str | os.PathLike, hf_data: 
     for name, records in splits.items():
         write_jsonl(records, Path(out_dir) / f"{name}.jsonl")
 
+
 def band_margin(accuracy: dict[str, float], band: tuple[float, float]) -> float:
     """How deep inside [lo, hi] the worst domain lies (negative when some domain is outside)."""
     lo, hi = band
     return min(min(a - lo, hi - a) for a in accuracy.values())
+
 
 def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, device: str, out_dir: str,
                      val_path: str | None = None, selection_path: str | None = None, max_new_tokens: int = 24) -> None:
@@ -91,11 +93,13 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
         write_table(table, selection_path)
     models.save_atomic(model.eval(), tokenizer, out_dir)
 
+
 def evaluate_policy(policy_dir: str, test_path: str, max_new_tokens: int, threads: int, device: str,
                     out_tsv: str, sft_outputs: str | None = None, out_outputs: str | None = None) -> pd.DataFrame:
     """Greedy test accuracy per domain (+ win rate vs SFT when SFT outputs are given)."""
     return evaluate_policies([policy_dir], test_path, max_new_tokens, threads, device, [out_tsv], sft_outputs=sft_outputs,
                              out_outputs=[out_outputs] if out_outputs else None)[0]
+
 
 def evaluate_policies(policy_dirs: list[str], test_path: str, max_new_tokens: int, threads: int, device: str,
                       out_tsvs: list[str], sft_outputs: str | None = None,
@@ -133,9 +137,11 @@ def evaluate_policies(policy_dirs: list[str], test_path: str, max_new_tokens: in
                         out_validation_tsvs[i])
     return tables
 
+
 def of_domains(rows: list[dict], domains) -> list[dict]:
     """The rows (prompts or rollout groups) of `domains`, a method's `domains`; empty or None = every domain."""
     return [r for r in rows if not domains or r["domain"] in domains]
+
 
 def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int, it: int) -> list[dict]:
     """The prompts of iteration `it` for run seed `seed`: equal share per domain, disjoint across
@@ -147,6 +153,7 @@ def iteration_prompts(records: list[dict], prompts_per_iteration: int, seed: int
         random.Random(text_seed(seed, domain)).shuffle(pool)
         chosen += pool[(it - 1) * per_domain : it * per_domain]
     return chosen
+
 
 def rollout(policy_dir: str, rollout_path: str, budget: dict, seed: int, it: int, threads: int, device: str, out_path: str,
             backend: dict | None = None, domains: list[str] | None = None) -> None:

@@ -13,7 +13,9 @@ from rmroute.published import R2M_TABLE3
 
 R2M_VARIANTS = {"r2m": "policy", "r2m-noise": "noise", "r2m-untrained": "untrained", "base": "off"}  # variant -> feedback
 
+
 R2M_TRAINED = [v for v, feedback in R2M_VARIANTS.items() if feedback != "off"]  # the variants with a state file
+
 
 def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollouts_path: str, r2m: dict, seed: int,
               threads: int, device: str, out_table: str, out_states: dict[str, str],
@@ -79,6 +81,7 @@ def r2m_probe(rollouts_path: str, policy_dir: str, base_rm_dir: str, fresh_rollo
                                           "metric": "n_pairs", "value": float(n)}]
     write_table(pd.DataFrame(rows), out_table)
 
+
 def r2m_tables(tables: list[str], out_table: str, out_summary: str) -> None:
     """r2m.tsv (every seed's rows) and the gold pair accuracy per variant, split and domain as
     mean ± 95% CI over seeds, with the paper's RM accuracy beside the fresh-rollout rows (in %;
@@ -93,6 +96,7 @@ def r2m_tables(tables: list[str], out_table: str, out_summary: str) -> None:
     summary["paper_pct"] = [R2M_TABLE3.get(v, np.nan) if (s, d) == ("fresh", "all") else np.nan
                             for v, s, d in zip(summary["variant"], summary["split"], summary["domain"])]
     write_table(summary, out_summary)
+
 
 def r2m_loop_tables(decisions: dict[str, list[str]], evals: dict[str, list[str]], out_table: str,
                     out_summary: str) -> None:

@@ -27,6 +27,7 @@ def build_rm_pairs(sft_dir: str, split_paths: dict[str, str], samples: int, temp
                                  progress=True)
         write_jsonl(preference_pairs(records, groups, derive_seed(seed, i, scheme="rm_pairs")), out_paths[split])
 
+
 def train_rm(sft_dir: str, pairs_path: str, rm, seed: int, threads: int, device: str, out_dir: str,
              init_dir: str | None = None) -> None:
     """One testbed RM of the sheet, a classifier (bt/bsr) or a generative RM (lm), initialised from
@@ -44,6 +45,7 @@ def train_rm(sft_dir: str, pairs_path: str, rm, seed: int, threads: int, device:
     model = fit_rm(init_dir or sft_dir, tokenizer, pairs, rm, seed, device)
     models.save_atomic(model, tokenizer, out_dir)
 
+
 def fit_rm(init_dir: str, tokenizer, pairs: list[dict], rm, seed: int, device: str):
     """The RM `rm` (`rmroute.settings.RMJob` or its params) trained on `pairs` from `init_dir`."""
     from rmroute.rewards.pool import train_generative_rm, train_reward_model
@@ -58,6 +60,7 @@ def fit_rm(init_dir: str, tokenizer, pairs: list[dict], rm, seed: int, device: s
                               ("new_layers", rm.new_layers), ("freeze_init", rm.freeze_init)) if v is not None}
     return train_reward_model(init_dir, tokenizer, pairs, loss=rm.loss, steps=rm.steps, batch_size=rm.batch_size,
                               lr=rm.lr, max_length=rm.max_length, seed=seed, use_cpu=device == "cpu", **kind)
+
 
 def load_pool(pool_rows: list[dict], device: str, *, r2m: dict | None = None, r2m_states: str | None = None,
               r2m_total_steps: int = 1, seed: int = 0):
@@ -82,12 +85,14 @@ def load_pool(pool_rows: list[dict], device: str, *, r2m: dict | None = None, r2
                                    device=device, max_length=int(r["max_length"]), batch_size=int(r["batch_size"])))
     return pool
 
+
 def static_pool_rows(pool_rows: list[dict]) -> list[dict]:
     """The sheet rows that score without the policy (everything but R2M rows): what offline
     behaviour data, the RM accuracy table and the offline router cover."""
     from rmroute.rewards.sources import parse_r2m_source
 
     return [r for r in pool_rows if parse_r2m_source(r["source"]) is None]
+
 
 def rm_behaviour(pool_rows: list[dict], pair_paths: dict[str, str], threads: int, device: str, out_path: str) -> None:
     """Every RM scores every pair of the given splits (offline only): one row per pair and RM."""
