@@ -161,7 +161,7 @@ KILL_POINTS = [
               poll=0.01),
     # In the rollout job of iteration 2, one second after it started: mid-import or mid-generation.
     KillPoint("inside rollout laser it2",
-              lambda r, t: fresh(r / "logs" / "rollout" / "laser" / "0" / "it2.log", t), delay=1.0),
+              lambda r, t: fresh(r / "logs" / "rollout" / "laser" / "it2.log", t), delay=1.0),
     # Between iterations: iteration 1's router state and policy are on disk, iteration 2's rollouts
     # have just been renamed into place, and no training of iteration 2 has started.
     KillPoint("between laser it1 and it2 (it2 rollouts just written)",
@@ -169,7 +169,7 @@ KILL_POINTS = [
     # Inside the training loop: the router has routed and been updated on at least one batch of
     # iteration 2 (the trainer's progress bar counts a finished step) and nothing of it is saved.
     KillPoint("inside train_iteration laser it2, mid-training",
-              lambda r, t: bool(STEP_DONE.search(_text(r / "logs" / "train_iteration" / "laser" / "0" / "it2.log", t))),
+              lambda r, t: bool(STEP_DONE.search(_text(r / "logs" / "train_iteration" / "laser" / "it2.log", t))),
               poll=0.05),
 ]
 STEP_DONE = re.compile(r"\| *[1-9]\d*/\d+ \[")  # tqdm's "| 3/8 [": a finished optimiser step

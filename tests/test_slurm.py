@@ -3,7 +3,10 @@ slurmctld, slurmd on 127.0.0.1, tests/slurm_cluster.py), Snakemake with `--execu
 profiles/slurm-local, and outputs equal to those of the local run of the same config (the
 session's `tiny_run`). It submits one routed method's whole chain and everything it needs (data,
 SFT policy, RM pool, offline router inputs, rollouts, train_iteration, evaluate, the RM tables):
-every kind of GPU job of the DAG, not every copy of it, so CI stays within its time budget.
+every kind of GPU job of the DAG, not every copy of it, so CI stays within its time budget. It
+runs with `seed_jobs: separate` (a job per seed, as on a cluster) where the local run has the
+default `together` (every seed of a method in one job), so the equal outputs also show that the
+two job layouts give the same bytes.
 Skipped where SLURM and munge are not installed or the tests do not run as root; `.ci/run`
 installs them.
 
@@ -70,7 +73,7 @@ def test_workflow_through_slurm_equals_the_local_run(tiny_run, cluster):
     shutil.rmtree(ROOT / SLURM_RESULTS, ignore_errors=True)
     command = ["timeout", "-k", "10", str(RUN_LIMIT_S), sys.executable, "-m", "snakemake",
                "--profile", "profiles/slurm-local", "--executor", "slurm", "--configfile", str(TEST_CONFIG),
-               "--config", f"results_dir={SLURM_RESULTS.as_posix()}", "--",
+               "--config", f"results_dir={SLURM_RESULTS.as_posix()}", "seed_jobs=separate", "--",
                *((SLURM_RESULTS / name).as_posix() for name in SLURM_OUTPUTS)]
     start = time.monotonic()
     run = subprocess.run(command, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=RUN_LIMIT_S + 60)

@@ -275,8 +275,9 @@ def final_accuracy(policy_accuracy: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_seconds(benchmarks: list[tuple[str, int, str]]) -> pd.DataFrame:
-    """Wall seconds of train_iteration per (method, seed), summed over iterations, from Snakemake
-    benchmark files given as (method, seed, path): index method, column per seed."""
+    """Wall seconds of train_iteration per (method, seed), summed over iterations, from the per-seed
+    seconds files given as (method, seed, path) (a seed's own work in its job, without the job's
+    library start-up, `benchmarks/seeds/train_iteration/`): index method, column per seed."""
     rows = [{"method": m, "seed": int(s), "s": float(pd.read_csv(p, sep="\t")["s"].iloc[0])} for m, s, p in benchmarks]
     if not rows:
         return pd.DataFrame()

@@ -200,8 +200,9 @@ def margin_figure(margins: pd.DataFrame, png, pdf) -> None:
 
 
 def wall_times(benchmarks: list[tuple[str, int, str, str]]) -> pd.DataFrame:
-    """Seconds per (method, seed) and stage, summed over iterations, from Snakemake benchmark files.
-    benchmarks: (method, seed, stage, path); a shared job (the SFT policy's rollouts of iteration 1)
+    """Seconds per (method, seed) and stage, summed over iterations, from the per-seed seconds files
+    (`benchmarks/seeds/<rule>/...`: a seed's own work in its job, without the job's start-up;
+    `rmroute.stages.seeds`). benchmarks: (method, seed, stage, path); a shared job (the SFT policy's rollouts of iteration 1)
     is listed once for every method that needs it. Columns: method, seed, <stage>_s..., wall_s (their sum)."""
     rows = [{"method": m, "seed": s, "stage": stage, "seconds": float(pd.read_csv(path, sep="\t")["s"].iloc[0])}
             for m, s, stage, path in benchmarks]

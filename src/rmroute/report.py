@@ -370,7 +370,8 @@ def pair_quality(pair_files: list[tuple[str, int, int, str]]) -> pd.DataFrame:
 
 
 def cost_table(decisions: pd.DataFrame, benchmarks: list[tuple[str, int, int, str, str]]) -> pd.DataFrame:
-    """RM calls per method and seed (from the decision log) and wall time per stage (rule benchmarks)."""
+    """RM calls per method and seed (from the decision log) and wall time per stage (each seed's own
+    seconds in its jobs, `benchmarks/seeds/`)."""
     calls = decisions.groupby(["method", "seed"])["rm_calls"].sum().rename("rm_calls").reset_index()
     rows = []
     for method, seed, it, stage, path in benchmarks:

@@ -37,6 +37,16 @@ BUDGET = Budget.from_config(config["budget"])
 EVALUATION = Evaluation.from_config(config["evaluation"])
 ITERATIONS = list(range(1, BUDGET.iterations + 1))
 RUNS = [(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS]  # every (method, seed, iteration)
+# `seed_jobs`: `together` runs all seeds of a method in one job of each per-run rule (rollout_sft,
+# rollout, train_iteration, evaluate, collect_decisions), one after the other in one process, so
+# the library start-up (~6 s a job on a CPU, a third of a testbed job) is paid once per method and
+# iteration instead of once per seed; `separate` gives every seed its own jobs (a cluster, where
+# each job gets its own GPU). Each seed's work is seeded alike either way: the outputs are the same
+# files with the same bytes. SEED_PARTS is what the per-seed path patterns put where the seed
+# goes: the wildcard, or every seed.
+SEPARATE_SEEDS = config["seed_jobs"] == "separate"
+SEED_PARTS = ["{seed}"] if SEPARATE_SEEDS else [str(s) for s in SEEDS]
+SEED_DIR = "{seed}/" if SEPARATE_SEEDS else ""  # where a per-job log or benchmark path puts the seed
 R = config["results_dir"]
 ALL_SPLITS = [*SPLITS, OOD_SPLIT, "facts"]
 PAIR_SPLITS = ["rm_train", "router_offline", "test", OOD_SPLIT]  # splits turned into gold-labelled pairs
@@ -170,45 +180,45 @@ def iteration_number(wildcards):
     return int(wildcards.it)
 
 
-def get_decision_logs(wildcards):
-    return [f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{i}/decisions.parquet" for i in ITERATIONS]
+def job_seeds(wildcards):
+    """The seeds one job of a per-run rule runs (`seed_jobs`): its wildcard's, or every seed."""
+    return [int(wildcards.seed)] if SEPARATE_SEEDS else SEEDS
 
 
-def get_run_policies(wildcards):
-    return [f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{i}/policy" for i in ITERATIONS]
+def per_seed(path_of):
+    """An input function giving `path_of(wildcards, seed)` for each seed of the job, in order
+    (a path of [] adds nothing)."""
+
+    def paths(wildcards):
+        out = []
+        for seed in job_seeds(wildcards):
+            path = path_of(wildcards, seed)
+            out += path if isinstance(path, list) else [path]
+        return out
+
+    return paths
 
 
-def get_previous_policy(wildcards):
-    it = int(wildcards.it)
-    return f"{R}/models/sft" if it == 1 else f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{it - 1}/policy"
+def previous_policy(method, seed, it):
+    return f"{R}/models/sft" if it == 1 else f"{R}/runs/{method}/{seed}/it{it - 1}/policy"
 
 
-def get_reference_policy(wildcards):
-    if METHODS[wildcards.method].recipe.reference == "sft":
-        return f"{R}/models/sft"
-    return get_previous_policy(wildcards)
-
-
-def get_rollouts(wildcards):
-    # Every method starts from the same SFT policy, so iteration 1 shares one set of rollouts per seed.
-    it = int(wildcards.it)
-    if it == 1:
-        return f"{R}/rollouts/sft/{wildcards.seed}.jsonl"
-    return f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{it}/rollouts.jsonl"
-
-
-def get_previous_router_state(wildcards):
-    it = int(wildcards.it)
-    if it == 1:
-        return []
-    run = f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{it - 1}"
-    return [f"{run}/router_state.json", f"{run}/router_state.safetensors"]
-
-
-def get_previous_r2m(wildcards):
-    """The R2M states the previous iteration wrote (a directory, empty for a pool without R2M)."""
-    it = int(wildcards.it)
-    return [] if it == 1 else f"{R}/runs/{wildcards.method}/{wildcards.seed}/it{it - 1}/r2m"
+get_decision_logs = per_seed(lambda w, s: [f"{R}/runs/{w.method}/{s}/it{i}/decisions.parquet" for i in ITERATIONS])
+get_run_policies = per_seed(lambda w, s: [f"{R}/runs/{w.method}/{s}/it{i}/policy" for i in ITERATIONS])
+get_previous_policy = per_seed(lambda w, s: previous_policy(w.method, s, int(w.it)))
+# A recipe with `reference: sft` keeps the SFT policy; otherwise the reference is the entering policy.
+get_reference_policy = per_seed(lambda w, s: f"{R}/models/sft" if METHODS[w.method].recipe.reference == "sft"
+                                else previous_policy(w.method, s, int(w.it)))
+# Every method starts from the same SFT policy, so iteration 1 shares one set of rollouts per seed.
+get_rollouts = per_seed(lambda w, s: f"{R}/rollouts/sft/{s}.jsonl" if int(w.it) == 1
+                        else f"{R}/runs/{w.method}/{s}/it{w.it}/rollouts.jsonl")
+# The router state (and the R2M states: a directory, empty for a pool without R2M) the previous
+# iteration wrote; none at iteration 1.
+get_previous_router_state = per_seed(lambda w, s: [] if int(w.it) == 1
+                                     else f"{R}/runs/{w.method}/{s}/it{int(w.it) - 1}/router_state.json")
+get_previous_router_arrays = per_seed(lambda w, s: [] if int(w.it) == 1
+                                      else f"{R}/runs/{w.method}/{s}/it{int(w.it) - 1}/router_state.safetensors")
+get_previous_r2m = per_seed(lambda w, s: [] if int(w.it) == 1 else f"{R}/runs/{w.method}/{s}/it{int(w.it) - 1}/r2m")
 
 
 def get_r2m_settings(wildcards):
@@ -259,7 +269,7 @@ def claims_inputs(wildcards):
     names = [CLAIMS[r] for r in ("routed", "ensemble") if r in CLAIMS]
     inputs = {
         "policy_accuracy": f"{R}/tables/policy_accuracy.tsv",
-        "benchmarks": [f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m in names for s in SEEDS for i in ITERATIONS],
+        "benchmarks": [f"{R}/benchmarks/seeds/train_iteration/{m}/{s}/it{i}.tsv" for m in names for s in SEEDS for i in ITERATIONS],
     }
     if CLAIMS_AUTO_BEST_SINGLE:
         inputs["validation_accuracy"] = f"{R}/tables/validation_accuracy.tsv"
@@ -278,10 +288,10 @@ def efficiency_benchmarks():
     rows = []
     for m, s, i in RUNS:
         if i == 1:
-            rows.append((m, s, "rollout", f"{R}/benchmarks/rules/rollout_sft/{s}.tsv"))
+            rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/rollout_sft/{s}.tsv"))
         else:
-            rows.append((m, s, "rollout", f"{R}/benchmarks/rules/rollout/{m}/{s}/it{i}.tsv"))
-        rows.append((m, s, "train_iteration", f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv"))
+            rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/rollout/{m}/{s}/it{i}.tsv"))
+        rows.append((m, s, "train_iteration", f"{R}/benchmarks/seeds/train_iteration/{m}/{s}/it{i}.tsv"))
     return rows
 
 

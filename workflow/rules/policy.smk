@@ -64,8 +64,10 @@ rule rollout_sft:
         policy=rules.sft_policy.output.policy,
         prompts=f"{R}/data/rollout.jsonl",
     output:
-        rollouts=f"{R}/rollouts/sft/{{seed}}.jsonl",
+        rollouts=[f"{R}/rollouts/sft/{s}.jsonl" for s in SEED_PARTS],
+        seconds=[f"{R}/benchmarks/seeds/rollout_sft/{s}.tsv" for s in SEED_PARTS],  # each seed's own seconds
     params:
+        seeds=job_seeds,
         budget=ROLLOUT_BUDGET,
         backend=config.get("rollout"),
         it=1,
@@ -76,9 +78,9 @@ rule rollout_sft:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime_min"],
     log:
-        f"{R}/logs/rollout_sft/{{seed}}.log",
+        f"{R}/logs/rollout_sft/{SEED_DIR}rollout.log",
     benchmark:
-        f"{R}/benchmarks/rules/rollout_sft/{{seed}}.tsv"
+        f"{R}/benchmarks/rules/rollout_sft/{SEED_DIR}rollout.tsv"
     conda:
         ROLLOUT_ENV
     script:
@@ -90,8 +92,10 @@ rule rollout:
         policy=get_previous_policy,
         prompts=f"{R}/data/rollout.jsonl",
     output:
-        rollouts=f"{R}/runs/{{method}}/{{seed}}/it{{it}}/rollouts.jsonl",
+        rollouts=[f"{R}/runs/{{method}}/{s}/it{{it}}/rollouts.jsonl" for s in SEED_PARTS],
+        seconds=[f"{R}/benchmarks/seeds/rollout/{{method}}/{s}/it{{it}}.tsv" for s in SEED_PARTS],
     params:
+        seeds=job_seeds,
         budget=ROLLOUT_BUDGET,
         backend=config.get("rollout"),
         it=iteration_number,
@@ -103,9 +107,9 @@ rule rollout:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime_min"],
     log:
-        f"{R}/logs/rollout/{{method}}/{{seed}}/it{{it}}.log",
+        f"{R}/logs/rollout/{{method}}/{SEED_DIR}it{{it}}.log",
     benchmark:
-        f"{R}/benchmarks/rules/rollout/{{method}}/{{seed}}/it{{it}}.tsv"
+        f"{R}/benchmarks/rules/rollout/{{method}}/{SEED_DIR}it{{it}}.tsv"
     conda:
         ROLLOUT_ENV
     script:

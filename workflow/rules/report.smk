@@ -84,7 +84,7 @@ rule policy_tables:
 rule router_tables:
     input:
         decisions=decision_files(),
-        benchmarks=[f"{R}/benchmarks/rules/train_iteration/{m}/{s}/it{i}.tsv" for m, s, i in RUNS],
+        benchmarks=[f"{R}/benchmarks/seeds/train_iteration/{m}/{s}/it{i}.tsv" for m, s, i in RUNS],
         rm_accuracy=rules.rm_accuracy.output.table,
     output:
         best_rm_share=report(

@@ -1,4 +1,5 @@
-"""Concatenate one run's per-iteration decision logs (rule collect_decisions)."""
+"""Concatenate each run's per-iteration decision logs (rule collect_decisions: one run, or every
+seed of a method under `seed_jobs: together`)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
@@ -7,5 +8,6 @@ import pandas as pd  # noqa: E402
 
 from rmroute.io import write_table  # noqa: E402
 
-write_table(pd.concat([pd.read_parquet(p) for p in snakemake.input.decisions], ignore_index=True),
-            snakemake.output.decisions)
+inputs, n = list(snakemake.input.decisions), snakemake.params.iterations  # per seed, its iterations in order
+for k, out in enumerate([snakemake.output.decisions] if isinstance(snakemake.output.decisions, str) else snakemake.output.decisions):
+    write_table(pd.concat([pd.read_parquet(p) for p in inputs[k * n:(k + 1) * n]], ignore_index=True), out)

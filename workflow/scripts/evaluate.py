@@ -1,16 +1,10 @@
 """Greedy evaluation on the test split (rules evaluate_sft, and evaluate: every iteration of one
-run, on the validation split as well)."""
+run, or of every seed of a method under `seed_jobs: together`, on the validation split as well)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
-from rmroute.stages import evaluate_policies  # noqa: E402
-
-
-def as_list(value):
-    """A named input or output holding one path is a str; several are a list."""
-    return [value] if isinstance(value, str) else list(value)
-
+from rmroute.stages import as_list, evaluate_policies  # noqa: E402
 
 outputs = snakemake.output.get("outputs")
 validation = snakemake.output.get("validation")

@@ -1,32 +1,41 @@
-"""One routed DPO iteration with the router in the training loop (rule train_iteration)."""
+"""One routed DPO iteration with the router in the training loop (rule train_iteration), for each
+seed of the job in turn (`seed_jobs`)."""
 import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
-from rmroute.stages import train_iteration  # noqa: E402
+from rmroute.stages import as_list, each_seed, train_iteration  # noqa: E402
 
-train_iteration(
-    policy_dir=snakemake.input.policy,
-    reference_dir=snakemake.input.reference,
-    rollouts_path=snakemake.input.rollouts,
-    method=snakemake.params.method,
-    pool_rows=snakemake.params.pool,
-    previous_state=snakemake.input.previous_state[0] if snakemake.input.previous_state else None,
-    offline_dir=snakemake.input.offline_router or None,
-    batch_order=snakemake.params.batch_order,
-    max_length=snakemake.params.max_length,
-    seed=int(snakemake.wildcards.seed),
-    it=int(snakemake.wildcards.it),
-    threads=snakemake.threads,
-    device=snakemake.params.device,
-    out_policy=snakemake.output.policy,
-    out_state=snakemake.output.state,
-    out_decisions=snakemake.output.decisions,
-    out_pairs=snakemake.output.pairs,
-    log_both_timings=snakemake.params.log_both_timings,
-    lora_block=snakemake.params.lora,
-    r2m=snakemake.params.r2m,
-    previous_r2m=snakemake.input.previous_r2m or None,
-    out_r2m=snakemake.output.r2m,
-    iterations=snakemake.params.r2m.get("iterations", 1),
-)
+inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
+previous_states, previous_r2m = as_list(inputs.previous_state), as_list(inputs.previous_r2m)
+
+
+def run(k, seed):
+    train_iteration(
+        policy_dir=as_list(inputs.policy)[k],
+        reference_dir=as_list(inputs.reference)[k],
+        rollouts_path=as_list(inputs.rollouts)[k],
+        method=params.method,
+        pool_rows=params.pool,
+        previous_state=previous_states[k] if previous_states else None,
+        offline_dir=inputs.offline_router or None,
+        batch_order=params.batch_order,
+        max_length=params.max_length,
+        seed=seed,
+        it=int(snakemake.wildcards.it),
+        threads=snakemake.threads,
+        device=params.device,
+        out_policy=as_list(outputs.policy)[k],
+        out_state=as_list(outputs.state)[k],
+        out_decisions=as_list(outputs.decisions)[k],
+        out_pairs=as_list(outputs.pairs)[k],
+        log_both_timings=params.log_both_timings,
+        lora_block=params.lora,
+        r2m=params.r2m,
+        previous_r2m=previous_r2m[k] if previous_r2m else None,
+        out_r2m=as_list(outputs.r2m)[k],
+        iterations=params.r2m.get("iterations", 1),
+    )
+
+
+each_seed(params.seeds, run, as_list(outputs.seconds))
