@@ -84,3 +84,21 @@ def test_evaluation_adds_the_validation_split_and_leaves_test_as_it_was(data, on
     assert set(pd.read_csv(vals[0], sep="\t")["metric"]) == {"accuracy"}
     with pytest.raises(ValueError, match="validation"):
         evaluate_policies(policies, str(data / "test.jsonl"), 6, 1, "cpu", tests, out_validation_tsvs=vals)
+
+
+def test_a_selection_worker_keeps_the_same_checkpoint_with_the_same_bytes(data, one_torch_thread, tmp_path):
+    """`select_worker`: the checkpoints are evaluated by a second process while training goes on.
+    With more checkpoints than the worker may hold pending (7 > 2, so `submit` waits for results),
+    the selection table and every file of the saved policy equal those of the run that evaluates
+    in its own process."""
+    band = {"select": "band", "select_every": 2, "band": [0.25, 0.75]}
+    for worker in (False, True):
+        train_sft_policy(str(data / "sft.jsonl"), POLICY, _sft(14, **band), 0, 1, "cpu", str(tmp_path / f"w{worker}"),
+                         val_path=str(data / "router_offline.jsonl"), selection_path=str(tmp_path / f"w{worker}.tsv"),
+                         max_new_tokens=6, select_worker=worker)
+    assert (tmp_path / "wFalse.tsv").read_bytes() == (tmp_path / "wTrue.tsv").read_bytes()
+    assert sorted(pd.read_csv(tmp_path / "wTrue.tsv", sep="\t")["step"].unique()) == list(range(2, 15, 2))
+    files = sorted(p.name for p in (tmp_path / "wFalse").iterdir())
+    assert "model.safetensors" in files and files == sorted(p.name for p in (tmp_path / "wTrue").iterdir())
+    for name in files:
+        assert (tmp_path / "wFalse" / name).read_bytes() == (tmp_path / "wTrue" / name).read_bytes(), name

@@ -20,7 +20,11 @@ rule sft_policy:
         max_new_tokens=EVALUATION.max_new_tokens if SFT_SETTINGS.select == "band" else None,
         seed=config["seed"],
         device=config["device"],
-    threads: config["threads"]
+        torch_threads=config["threads"],
+    # The band selection's checkpoints are evaluated by a worker on one more core while training
+    # goes on (CPU; rmroute.stages.policy.SelectionWorker): the same checkpoint is kept, off the
+    # critical path. Given fewer cores (--cores 1), the job evaluates them itself.
+    threads: config["threads"] + (1 if SFT_SETTINGS.select == "band" and config["device"] == "cpu" else 0)
     resources:
         gpu=config["resources"]["gpu_dpo"],
         mem_mb=config["resources"]["mem_mb"],

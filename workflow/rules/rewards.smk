@@ -4,6 +4,8 @@
 
 
 rule rm_pairs:
+    # On the critical path (SFT -> RM pairs -> RMs -> every method's iterations): first when a core frees.
+    priority: 10
     input:
         policy=rules.sft_policy.output.policy,
         splits=expand(f"{R}/data/{{split}}.jsonl", split=PAIR_SPLITS),
@@ -30,6 +32,8 @@ rule rm_pairs:
 
 
 rule train_rm:
+    # On the critical path (SFT -> RM pairs -> RMs -> every method's iterations): first when a core frees.
+    priority: 10
     input:
         policy=rules.sft_policy.output.policy,
         init=get_rm_init,

@@ -33,7 +33,8 @@ def band_margin(accuracy: dict[str, float], band: tuple[float, float]) -> float:
 
 
 def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, device: str, out_dir: str,
-                     val_path: str | None = None, selection_path: str | None = None, max_new_tokens: int = 24) -> None:
+                     val_path: str | None = None, selection_path: str | None = None, max_new_tokens: int = 24,
+                     select_worker: bool = False) -> None:
     """Tokenizer + tiny Llama (policy.source = build) or an existing causal LM, then SFT with the
     settings `sft` (`rmroute.settings.SFT`, or its `params()` dict; omitted keys take its defaults).
 
@@ -43,6 +44,11 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
     floating-point details of the machine; choosing the step on held-out prompts keeps every
     domain's starting point in the band on any machine, where a fixed step count does not. The test split is never read here; greedy answers
     are cut at `max_new_tokens`, as in the evaluation.
+
+    With `select_worker` (CPU only) the checkpoints are evaluated in a second process on a spare
+    core while training goes on (`SelectionWorker`), instead of pausing training for each: the
+    same greedy answers from the same weights, so the same checkpoint is kept, and the selection
+    leaves the job's critical path.
     """
     import torch
 
@@ -62,19 +68,25 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
     best: dict = {"margin": float("-inf"), "step": 0, "state": None}
     band = tuple(sft.band)
 
-    def evaluate(step: int, current) -> None:
-        from rmroute.evaluate import evaluation_table, greedy_outputs
-
-        rng = torch.get_rng_state()  # greedy decoding must not move the training's random stream
-        outputs = greedy_outputs(current, tokenizer, val, max_new_tokens)
-        torch.set_rng_state(rng)
-        table = evaluation_table(val, outputs, None)
-        accuracy = dict(zip(table["domain"], table["value"].astype(float)))
+    def record(step: int, accuracy: dict[str, float], state) -> None:
+        """One evaluated checkpoint, in step order; `state()` gives its weights if it is kept."""
         margin = band_margin(accuracy, band)
         rows.extend({"step": step, "domain": d, "accuracy": a, "margin": margin} for d, a in accuracy.items())
         print(f"SFT step {step}: " + " ".join(f"{d} {a:.3f}" for d, a in accuracy.items()) + f" (margin {margin:+.3f})", flush=True)
         if margin > best["margin"]:  # the earliest checkpoint of the deepest margin
-            best.update(margin=margin, step=step, state={k: v.detach().clone() for k, v in current.state_dict().items()})
+            best.update(margin=margin, step=step, state=state())
+
+    worker = SelectionWorker(tokenizer, val, max_new_tokens, threads) if select == "band" and select_worker and device == "cpu" else None
+
+    def evaluate(step: int, current) -> None:
+        if worker is not None:  # a snapshot to the worker; results come back in step order
+            for done in worker.submit(step, current):
+                record(*done)
+            return
+        rng = torch.get_rng_state()  # greedy decoding must not move the training's random stream
+        accuracy = validation_accuracy(current, tokenizer, val, max_new_tokens)
+        torch.set_rng_state(rng)
+        record(step, accuracy, lambda: {k: v.detach().clone() for k, v in current.state_dict().items()})
 
     if sft.steps > 0:
         every = int(sft.select_every) if select == "band" else 0
@@ -83,8 +95,20 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
                   max_length=int(policy.get("max_length", 256)),
                   eval_every=every, eval_fn=evaluate if every else None)
     if select == "band":
+        if worker is not None:
+            for done in worker.drain():
+                record(*done)
         if not rows or rows[-1]["step"] != sft.steps:
             evaluate(sft.steps, model.eval())
+            if worker is not None:
+                for done in worker.drain():
+                    record(*done)
+        if worker is not None:
+            worker.close()
+            # Greedy decoding here would have left the tokenizer's backend in its padded-batch state,
+            # which save_pretrained writes into tokenizer.json; leave the same state, so the saved
+            # policy has the same bytes whichever process evaluated the checkpoints.
+            tokenizer([val[0]["prompt"]], padding=True, add_special_tokens=False)
         model.load_state_dict(best["state"])
         print(f"SFT: kept step {best['step']} of {sft.steps} (worst domain {best['margin']:+.3f} inside the band {band})")
     if selection_path:
@@ -92,6 +116,130 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
         table["selected"] = table["step"] == best["step"] if select == "band" else False
         write_table(table, selection_path)
     models.save_atomic(model.eval(), tokenizer, out_dir)
+
+
+def validation_accuracy(policy, tokenizer, records: list[dict], max_new_tokens: int) -> dict[str, float]:
+    """Greedy accuracy per domain of `policy` on `records` (the SFT band selection's measure)."""
+    from rmroute.evaluate import evaluation_table, greedy_outputs
+
+    table = evaluation_table(records, greedy_outputs(policy, tokenizer, records, max_new_tokens), None)
+    return dict(zip(table["domain"], table["value"].astype(float)))
+
+
+def _selection_worker_main() -> None:
+    """The worker process of `SelectionWorker` (`python -c`): read the model and the evaluation's
+    settings, then one snapshot at a time from stdin (pickles), and write each snapshot's
+    `(step, accuracy)` to stdout, in order; a None ends it. Anything else it prints goes to stderr."""
+    import pickle
+
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # progress bars and prints: to the job's log, never into the result stream
+    source = os.fdopen(0, "rb")
+    model, tokenizer, records, max_new_tokens, threads = pickle.load(source)
+    models.set_threads(threads)
+    model.eval()
+    while (job := pickle.load(source)) is not None:
+        step, state = job
+        model.load_state_dict(state)
+        pickle.dump((step, validation_accuracy(model, tokenizer, records, max_new_tokens)), results)
+        results.flush()
+
+
+class SelectionWorker:
+    """SFT checkpoints evaluated greedily in a second process while training goes on.
+
+    `submit(step, model)` sends a copy of the weights and keeps it until its result is back (at
+    most `pending` at a time: a full queue waits for the oldest result, so memory stays bounded);
+    it returns the results that are back, each as `(step, accuracy, state)`, in step order, with
+    `state()` the weights of that step. `drain()` waits for every result. The worker (a fresh
+    interpreter, so nothing of the calling script runs again in it) holds a copy of the model,
+    loads each snapshot's weights into it and runs the same greedy decoding with the same thread
+    count, so its answers are those the training process would give.
+    """
+
+    def __init__(self, tokenizer, records: list[dict], max_new_tokens: int, threads: int, pending: int = 2):
+        self._args = (tokenizer, records, max_new_tokens, threads)
+        self._pending: dict[int, dict] = {}
+        self._order: list[int] = []
+        self._limit = max(1, pending)
+        self._process = None
+
+    def _start(self, model) -> None:
+        import copy
+        import pickle
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from rmroute.stages.policy import _selection_worker_main; _selection_worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._results: queue.Queue = queue.Queue()
+
+        def read() -> None:  # the worker's answers, as they come
+            try:
+                while True:
+                    self._results.put(pickle.load(self._process.stdout))
+            except (EOFError, OSError) as error:
+                self._results.put(error)
+
+        threading.Thread(target=read, daemon=True).start()
+        self._send((copy.deepcopy(model).cpu().eval(), *self._args))
+
+    def _send(self, message) -> None:
+        import pickle
+
+        pickle.dump(message, self._process.stdin)
+        self._process.stdin.flush()
+
+    def _collect(self, block: bool) -> list:
+        import queue
+
+        done = []
+        while self._order:
+            try:
+                answer = self._results.get(timeout=600) if block else self._results.get_nowait()
+            except queue.Empty:
+                if block:
+                    raise RuntimeError("the SFT selection worker sent no result for 10 minutes") from None
+                break
+            if isinstance(answer, Exception):
+                raise RuntimeError(f"the SFT selection worker stopped (exit code {self._process.poll()}); "
+                                   "its traceback is in the job's log") from answer
+            step, accuracy = answer
+            if step != self._order[0]:
+                raise RuntimeError(f"SFT selection worker answered step {step}, expected {self._order[0]}")
+            self._order.pop(0)
+            state = self._pending.pop(step)
+            done.append((step, accuracy, lambda state=state: state))
+            block = block and len(self._order) > self._limit
+        return done
+
+    def submit(self, step: int, model) -> list:
+        if self._process is None:
+            self._start(model)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._pending[step] = state
+        self._order.append(step)
+        self._send((step, state))
+        return self._collect(block=len(self._order) > self._limit)
+
+    def drain(self) -> list:
+        done = []
+        while self._order:
+            done += self._collect(block=True)
+        return done
+
+    def close(self) -> None:
+        if self._process is not None:
+            self._send(None)
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=60)
+            except Exception:
+                self._process.kill()
+            self._process = None
 
 
 def evaluate_policy(policy_dir: str, test_path: str, max_new_tokens: int, threads: int, device: str,
