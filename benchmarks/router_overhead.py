@@ -44,36 +44,40 @@ ITERATION_METHOD = {"linucb": "laser", "thompson": "bayesian"}
 
 
 def iteration_seconds(results: Path, method: str) -> tuple[float, str]:
-    """Mean over (seed, iteration) of the summed job seconds of the three iteration rules for
-    `method`, else the mean over every method that has them, else the fallback constant.
+    """Mean over (seed, iteration) of the job seconds of the three iteration rules for `method`,
+    else the mean over every method that has them, else the fallback constant.
 
-    Iteration 1 samples from the SFT policy in one `rollout_sft/<seed>` job that every method
-    shares; it stands in for that iteration's rollout. One `evaluate/<method>/<seed>` job
-    evaluates all of a run's iterations; each iteration is charged an equal share of it.
+    A job's seconds are shared equally among the (seed, iteration) runs it holds: with
+    `seed_jobs: together` one `rollout` or `train_iteration` job holds every seed of a method and
+    iteration, and one `evaluate` job every seed and iteration of a method; with `separate` the seed
+    is in the path. Iteration 1 samples from the SFT policy in `rollout_sft` jobs that every method
+    shares; each seed's share stands in for that iteration's rollout of every method.
     """
+    import re
+
     rules = results / "benchmarks" / "rules"
+    runs = {(p.parts[-3], p.parts[-2], p.name) for p in (results / "runs").glob("*/*/it*") if p.is_dir()}
 
     def seconds(path: Path) -> float:
         return float(pd.read_csv(path, sep="\t")["s"].mean())
 
     totals: dict[tuple[str, str, str], float] = {}
-    counts: dict[tuple[str, str, str], int] = {}
-    for stage in RULE_STAGES:
-        for path in (rules / stage).glob("*/*/it*.tsv"):
-            key = (path.parts[-3], path.parts[-2], path.stem)
-            totals[key] = totals.get(key, 0.0) + seconds(path)
-            counts[key] = counts.get(key, 0) + 1
-    for path in (rules / "evaluate").glob("*/*.tsv"):  # one job per run
-        mine = [key for key in totals if key[:2] == (path.parts[-2], path.stem)]
-        for key in mine:
-            totals[key] += seconds(path) / len(mine)
-            counts[key] += 1
-    for key in list(totals):
-        shared = rules / "rollout_sft" / f"{key[1]}.tsv"
-        if key[2] == "it1" and shared.exists() and not (rules / "rollout" / key[0] / key[1] / "it1.tsv").exists():
-            totals[key] += seconds(shared)
-            counts[key] += 1
-    complete = {key: s for key, s in totals.items() if counts[key] == len(RULE_STAGES)}
+    stages: dict[tuple[str, str, str], set] = {}
+    for stage in (*RULE_STAGES, "rollout_sft"):
+        for path in (rules / stage).rglob("*.tsv"):
+            parts = path.relative_to(rules / stage).with_suffix("").parts
+            methods = {m for m, _, _ in runs} if stage == "rollout_sft" else {parts[0]}
+            seeds = [p for p in parts if p.isdigit()]
+            its = [p for p in parts if re.fullmatch(r"it\d+", p)] or (["it1"] if stage == "rollout_sft" else [])
+            held = {(s, i) for m, s, i in runs if m in methods and (not seeds or s == seeds[0]) and (not its or i == its[0])}
+            if not held:
+                continue
+            share = seconds(path) / len(held)  # rollout_sft: each seed's share, counted for every method
+            for m, s, i in runs:
+                if m in methods and (s, i) in held:
+                    totals[(m, s, i)] = totals.get((m, s, i), 0.0) + share
+                    stages.setdefault((m, s, i), set()).add("rollout" if stage == "rollout_sft" else stage)
+    complete = {key: s for key, s in totals.items() if stages[key] == set(RULE_STAGES)}
     mine = [s for (m, _, _), s in complete.items() if m == method]
     if mine:
         return statistics.mean(mine), f"{rules} ({method}, {len(mine)} iterations)"
