@@ -181,7 +181,7 @@ def iteration_number(wildcards):
 
 
 def job_seeds(wildcards):
-    """The seeds one job of a per-run rule runs (`seed_jobs`): its wildcard's, or every seed."""
+    """The seeds one job runs under `seed_jobs`, in order: its wildcard's, or every seed."""
     return [int(wildcards.seed)] if SEPARATE_SEEDS else SEEDS
 
 
