@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 import time
 from pathlib import Path
@@ -53,8 +54,6 @@ def iteration_seconds(results: Path, method: str) -> tuple[float, str]:
     is in the path. Iteration 1 samples from the SFT policy in `rollout_sft` jobs that every method
     shares; each seed's share stands in for that iteration's rollout of every method.
     """
-    import re
-
     rules = results / "benchmarks" / "rules"
     runs = {(p.parts[-3], p.parts[-2], p.name) for p in (results / "runs").glob("*/*/it*") if p.is_dir()}
 

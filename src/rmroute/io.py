@@ -19,6 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 
+def as_list(value) -> list:
+    """A Snakemake named input or output holding one path is a str; several are a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
+
+
 def tmp_path(path: str | os.PathLike) -> Path:
     """A hidden temporary sibling of the file `path` (its directory created), to write and then
     rename: `.<stem>.tmp<suffix>`, keeping the suffix for writers that go by it."""

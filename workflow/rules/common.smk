@@ -39,9 +39,9 @@ ITERATIONS = list(range(1, BUDGET.iterations + 1))
 RUNS = [(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS]  # every (method, seed, iteration)
 # `seed_jobs`: `together` runs all seeds of a method in one job of each per-run rule (rollout_sft,
 # rollout, train_iteration, evaluate, collect_decisions), one after the other in one process, so
-# the library start-up (~6 s a job on a CPU, a third of a testbed job) is paid once per method and
-# iteration instead of once per seed; `separate` gives every seed its own jobs (a cluster, where
-# each job gets its own GPU). Each seed's work is seeded alike either way: the outputs are the same
+# the library start-up (~5 s a job on a CPU: torch, the transformers model stack, TRL) is paid
+# once per method and iteration instead of once per seed; `separate` gives every seed its own jobs
+# (a cluster, where each job gets its own GPU). Each seed's work is seeded alike either way: the outputs are the same
 # files with the same bytes. SEED_PARTS is what the per-seed path patterns put where the seed
 # goes: the wildcard, or every seed.
 SEPARATE_SEEDS = config["seed_jobs"] == "separate"

@@ -6,8 +6,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import pandas as pd  # noqa: E402
 
-from rmroute.io import write_table  # noqa: E402
+from rmroute.io import as_list, write_table  # noqa: E402
 
-inputs, n = list(snakemake.input.decisions), snakemake.params.iterations  # per seed, its iterations in order
-for k, out in enumerate([snakemake.output.decisions] if isinstance(snakemake.output.decisions, str) else snakemake.output.decisions):
+inputs, n = as_list(snakemake.input.decisions), snakemake.params.iterations  # per seed, its iterations in order
+for k, out in enumerate(as_list(snakemake.output.decisions)):
     write_table(pd.concat([pd.read_parquet(p) for p in inputs[k * n:(k + 1) * n]], ignore_index=True), out)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
+import queue
 import random
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -77,8 +83,10 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
             best.update(margin=margin, step=step, state=state())
 
     worker = SelectionWorker(tokenizer, val, max_new_tokens, threads) if select == "band" and select_worker and device == "cpu" else None
+    last: dict = {"step": None}  # the last step evaluated (or sent to the worker)
 
     def evaluate(step: int, current) -> None:
+        last["step"] = step
         if worker is not None:  # a snapshot to the worker; results come back in step order
             for done in worker.submit(step, current):
                 record(*done)
@@ -86,7 +94,7 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
         rng = torch.get_rng_state()  # greedy decoding must not move the training's random stream
         accuracy = validation_accuracy(current, tokenizer, val, max_new_tokens)
         torch.set_rng_state(rng)
-        record(step, accuracy, lambda: {k: v.detach().clone() for k, v in current.state_dict().items()})
+        record(step, accuracy, lambda: _snapshot(current))
 
     if sft.steps > 0:
         every = int(sft.select_every) if select == "band" else 0
@@ -95,15 +103,11 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
                   max_length=int(policy.get("max_length", 256)),
                   eval_every=every, eval_fn=evaluate if every else None)
     if select == "band":
+        if last["step"] != sft.steps:
+            evaluate(sft.steps, model.eval())
         if worker is not None:
             for done in worker.drain():
                 record(*done)
-        if not rows or rows[-1]["step"] != sft.steps:
-            evaluate(sft.steps, model.eval())
-            if worker is not None:
-                for done in worker.drain():
-                    record(*done)
-        if worker is not None:
             worker.close()
             # Greedy decoding here would have left the tokenizer's backend in its padded-batch state,
             # which save_pretrained writes into tokenizer.json; leave the same state, so the saved
@@ -118,6 +122,11 @@ def train_sft_policy(sft_path: str, policy: dict, sft, seed: int, threads: int, 
     models.save_atomic(model.eval(), tokenizer, out_dir)
 
 
+def _snapshot(model) -> dict:
+    """A copy of the model's weights as they are now."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def validation_accuracy(policy, tokenizer, records: list[dict], max_new_tokens: int) -> dict[str, float]:
     """Greedy accuracy per domain of `policy` on `records` (the SFT band selection's measure)."""
     from rmroute.evaluate import evaluation_table, greedy_outputs
@@ -130,8 +139,6 @@ def _selection_worker_main() -> None:
     """The worker process of `SelectionWorker` (`python -c`): read the model and the evaluation's
     settings, then one snapshot at a time from stdin (pickles), and write each snapshot's
     `(step, accuracy)` to stdout, in order; a None ends it. Anything else it prints goes to stderr."""
-    import pickle
-
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # progress bars and prints: to the job's log, never into the result stream
     source = os.fdopen(0, "rb")
@@ -165,13 +172,6 @@ class SelectionWorker:
         self._process = None
 
     def _start(self, model) -> None:
-        import copy
-        import pickle
-        import queue
-        import subprocess
-        import sys
-        import threading
-
         self._process = subprocess.Popen(
             [sys.executable, "-c", "from rmroute.stages.policy import _selection_worker_main; _selection_worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -188,14 +188,10 @@ class SelectionWorker:
         self._send((copy.deepcopy(model).cpu().eval(), *self._args))
 
     def _send(self, message) -> None:
-        import pickle
-
         pickle.dump(message, self._process.stdin)
         self._process.stdin.flush()
 
     def _collect(self, block: bool) -> list:
-        import queue
-
         done = []
         while self._order:
             try:
@@ -219,7 +215,7 @@ class SelectionWorker:
     def submit(self, step: int, model) -> list:
         if self._process is None:
             self._start(model)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state = _snapshot(model)
         self._pending[step] = state
         self._order.append(step)
         self._send((step, state))

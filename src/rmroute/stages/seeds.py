@@ -9,20 +9,12 @@ before it in the same process (tests/test_seed_jobs.py holds that to the byte).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from rmroute.io import write_table
-
-
-def as_list(value) -> list:
-    """A Snakemake named input or output holding one path is a str; several are a list."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
+from rmroute.io import as_list, write_table  # noqa: F401  (as_list re-exported for the stage scripts)
 
 
 def seed_seconds_row(seconds: float) -> pd.DataFrame:
