@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup workflow claims test benchmarks
+.PHONY: setup workflow claims grpo test benchmarks
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ claims: setup
 	    run_name=testbed-claims-instance$$k --report $(CLAIMS_DIR)/instance$$k/report.html || exit 1; \
 	done
 	$(BIN)/python -m rmroute.claims_pool --out $(CLAIMS_DIR) $(foreach k,$(CLAIMS_INSTANCES),$(CLAIMS_DIR)/instance$(k))
+
+# Routed rewards inside TRL's GRPO / RLOO (config/grpo.yaml) into results/grpo; docs/online_rl.md.
+grpo: setup
+	$(BIN)/snakemake --cores all --configfile config/grpo.yaml
 
 test: setup
 	$(BIN)/python -m pytest

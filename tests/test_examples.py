@@ -1,4 +1,4 @@
-"""The runnable example of docs/usage.md's "Use the routing step in your own TRL loop", run as a
+"""The runnable examples (docs/usage.md: the routing step in your own TRL loop, DPO and GRPO), run as a
 user runs it: its output must show the router learning which RM is right on which kind of prompt."""
 
 from __future__ import annotations
@@ -43,4 +43,20 @@ def test_route_your_own_rms_example_learns(tmp_path):
     shares = {kind: tuple(map(int, counts)) for _, kind, *counts in SHARE.findall(result.stdout)}
     assert set(shares) == {"plus", "times"}, result.stdout
     assert sum(s[1] + s[3] for s in shares.values()) == 48  # every decision counted once
+    assert learned(shares), result.stdout
+
+
+def test_route_rewards_in_grpo_example_learns(tmp_path):
+    """examples/route_rewards_in_grpo.py: TRL's GRPOTrainer with RoutedReward over two rule RMs;
+    one RM scores each batch (half the calls of scoring with both) and the router learns which."""
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "route_rewards_in_grpo.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = {line.split(":")[0]: line for line in result.stdout.splitlines() if ":" in line}
+    picks = lines["RM picked per batch"].split(":", 1)[1].split()
+    assert len(picks) == 48 and set(picks) == {"adder", "multiplier"}  # one routed decision per optimiser step
+    assert "RM calls: 768 (scoring every completion with every RM: 1536)" in lines["picks"]
+    shares = {kind: tuple(map(int, counts)) for _, kind, *counts in SHARE.findall(result.stdout)}
+    assert set(shares) == {"plus", "times"}, result.stdout
+    assert sum(s[1] + s[3] for s in shares.values()) == 48
     assert learned(shares), result.stdout

@@ -4,6 +4,7 @@ documents."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,36 @@ def test_an_rm_that_joins_mid_run_is_routed_only_from_its_iteration(tiny_run):
 def test_no_temporary_files_are_left(tiny_run):
     leftovers = [p for p in tiny_run.rglob("*") if ".tmp" in p.name]
     assert not leftovers, leftovers
+
+
+@pytest.mark.workflow
+def test_online_methods_route_rewards_inside_grpo_and_rloo(tiny_run):
+    """The .test config's online methods (recipes with trainer grpo | rloo): sampling inside
+    train_iteration (no rollout job), one RM call per completion for routed methods, every RM's
+    for TRL's normalize_then_sum aggregation, the router learning across iterations, and every
+    bandit signal in online_reward_validity.tsv."""
+    import yaml
+
+    from rmroute.rl import SIGNALS
+
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    per_step = config["budget"]["batch_prompts"] * config["budget"]["samples_per_prompt"]
+    steps = config["budget"]["prompts_per_iteration"] // config["budget"]["batch_prompts"]
+    for method, calls_per_step in (("laser-grpo", per_step), ("exp3-rloo", per_step), ("nts-grpo", 3 * per_step)):
+        decisions = pd.read_parquet(tiny_run / "decisions" / method / "0.parquet")
+        for it in (1, 2):
+            mine = decisions[decisions["iteration"] == it]
+            assert sorted(mine["step"].unique()) == list(range(steps)), method
+            assert (mine.groupby("step")["rm_calls"].sum() == calls_per_step).all(), method
+            assert not (tiny_run / "runs" / method / "0" / f"it{it}" / "rollouts.jsonl").exists()  # sampled in the trainer
+        samples = [json.loads(line) for line in (tiny_run / "runs" / method / "0" / "it1" / "pairs.jsonl").open()]
+        assert len(samples) == config["budget"]["prompts_per_iteration"]
+        assert all(len(s["responses"]) == len(s["gold"]) == config["budget"]["samples_per_prompt"] for s in samples)
+    laser = pd.read_parquet(tiny_run / "decisions" / "laser-grpo" / "0.parquet")
+    assert set(laser["reward_signal"]) == {"prior_rank"}
+    it2 = laser[laser["iteration"] == 2]
+    # Iteration 2's router continues from iteration 1's state (its update count is carried over).
+    first, second = laser[laser["iteration"] == 1], laser[laser["iteration"] == 2]
+    assert second["router_updates"].min() >= first["router_updates"].max() > 0
+    validity = pd.read_csv(tiny_run / "tables" / "online_reward_validity.tsv", sep="\t")
+    assert set(validity["reward_signal"]) <= set(SIGNALS) and "laser-grpo" in set(validity["method"])

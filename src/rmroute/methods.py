@@ -45,6 +45,16 @@ class Recipe:
                             "BayesianRouter's (quantile-bayesian) or the per-call rule of earlier runs (quantile); "
                             "ema-z = per-RM z-score", "quantile-laser")
     normaliser_scope: str = _help("pooled = one reward history; domain = one per prompt domain", "pooled")
+    # Online RL (rmroute.rl, rmroute.stages.online_rl); a dpo recipe ignores these.
+    trainer: str = _help("dpo = iterative DPO on routed pairs; grpo | rloo = TRL's online trainer on routed rewards", "dpo")
+    signal: str = _help("online trainers' bandit reward: loss (LASeR's -loss, literally) | logp_rank | prior_rank", "prior_rank")
+    loss_type: str = _help("GRPO's loss_type (TRL): dapo | bnpo | grpo | dr_grpo", "dapo")
+    kl_beta: float = _help("online trainers' KL coefficient (TRL's beta; 0 loads no reference model)", 0.0)
+
+    @property
+    def online(self) -> bool:
+        """Sampling happens inside the trainer (GRPO, RLOO), not in the rollout rule."""
+        return self.trainer != "dpo"
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,9 @@ class Method:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["rms"], data["domains"] = list(self.rms), list(self.domains)
+        if not self.recipe.online:  # a DPO method's params stay as they were before online trainers existed
+            for key in ONLINE_RECIPE_KEYS:
+                data["recipe"].pop(key)
         return data
 
     @classmethod
@@ -124,6 +137,7 @@ class Method:
 
 
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe))
+ONLINE_RECIPE_KEYS = ("trainer", "signal", "loss_type", "kl_beta")
 METHOD_KEYS = tuple(f.name for f in fields(Method) if f.name not in ("name", "recipe", "recipe_name", "arm", "plugin",
                                                                       "pairs_per_prompt", "batch_prompts"))
 
@@ -162,6 +176,24 @@ def baseline_specs(config: dict, rm_ids: list[str]) -> dict[str, dict]:
             out.update({f"{name}{BASELINE_SEPARATOR}{recipe}": {**spec, **overrides, "recipe": recipe}
                         for name, spec in specs.items()})
     return out
+
+
+def _check_online(method: Method, where: str, budget: dict) -> None:
+    """What an online recipe (`trainer: grpo | rloo`) cannot run, as a ConfigError naming the field."""
+    recipe = method.recipe
+    if method.granularity == "pair" or method.needs_offline_router:
+        raise ConfigError(f"{where}.router: under recipe trainer {recipe.trainer!r} a decision covers a prompt group "
+                          f"or a batch; router {method.router!r} routes candidate pairs")
+    if method.join:
+        raise ConfigError(f"{where}.join: online trainers take a fixed pool")
+    if method.router == "ensemble" and method.combine == "normalize_then_sum" and recipe.trainer != "grpo":
+        raise ConfigError(f"{where}.combine: normalize_then_sum is GRPOTrainer's aggregation; trainer {recipe.trainer!r} has none")
+    if budget["samples_per_prompt"] < 2:
+        raise ConfigError(f"budget.samples_per_prompt: online trainers compare a prompt's completions, so at least 2, "
+                          f"got {budget['samples_per_prompt']}")
+    if (budget["prompts_per_iteration"] // len(DOMAINS)) % budget["batch_prompts"]:
+        raise ConfigError(f"budget.batch_prompts: an online step trains one full batch; {budget['batch_prompts']} must divide "
+                          f"each domain's share of budget.prompts_per_iteration ({budget['prompts_per_iteration']})")
 
 
 def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = ()) -> dict[str, Method]:
@@ -235,6 +267,10 @@ def resolve_methods(config: dict, rm_ids: list[str], opt_in: tuple[str, ...] = (
             hint = f"; per-pair routing needs one of {pair_routers}" if method.granularity == "pair" else ""
             raise ConfigError(f"{where}.granularity: router {router!r} routes per {' | '.join(declared.granularities)}, "
                               f"not {method.granularity!r}{hint}")
+        if recipe.online:
+            _check_online(method, where, budget)
+            out[name] = method
+            continue
         if method.granularity == "pair" and recipe.pair_rule != "random_routed":
             raise ConfigError(f"{where}.pair_rule: per-pair routing needs pair_rule 'random_routed', got {recipe.pair_rule!r}")
         if method.pairs_per_prompt >= budget["samples_per_prompt"] and recipe.pair_rule == "top_vs_next":

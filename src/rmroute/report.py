@@ -266,7 +266,7 @@ def router_choice_figure(choices: pd.DataFrame, png, pdf) -> None:
     plt.close(grid.figure)
 
 
-def reward_validity(decisions: pd.DataFrame) -> pd.DataFrame:
+def reward_validity(decisions: pd.DataFrame, by: str = "reward_timing", variants: tuple = ("step", "after_update")) -> pd.DataFrame:
     """Does the loss-based bandit reward tell good RMs from bad ones? Analysis only: gold enters here.
 
     Per method, reward timing, domain and RM (`rm` = the routed RM, or `all`): decisions with a
@@ -278,13 +278,17 @@ def reward_validity(decisions: pd.DataFrame) -> pd.DataFrame:
     pairs' gold accuracy, and `spearman_arms`, between the RMs' mean raw reward and their gold pair
     accuracy (does the reward rank the RMs as gold does?). A batch decision that spans several
     domains counts once in each.
+
+    `by` and `variants` name the reward variants: the DPO path's reward timings (the decision
+    log's `reward_timing`), or the online trainers' bandit signals (`reward_signal`, with
+    `variants` = rmroute.rl.SIGNALS); the output's column `by` says which variant a row measures.
     """
     keys = ["method", "seed", "iteration", "decision_id", "domain"]
     d = decisions[decisions["n_pairs"] > 0].copy()
     d["gold_weighted"] = d["gold_agreement"] * d["n_pairs"]
-    used = d["reward_timing"] if "reward_timing" in d else pd.Series("step", index=d.index)
+    used = d[by] if by in d else pd.Series(variants[0], index=d.index)
     rows = []
-    for timing in ("step", "after_update"):
+    for timing in variants:
         # The router's own timing is logged as bandit_reward_raw, the other one under its name.
         own = used == timing
         column = f"bandit_reward_raw_{timing}"
@@ -302,19 +306,19 @@ def reward_validity(decisions: pd.DataFrame) -> pd.DataFrame:
                                      "gold_pair_accuracy": np.average(a["gold"], weights=a["n_pairs"]),
                                      "mean_reward_raw": a["reward"].mean(), "mean_reward_norm": a["norm"].mean()}),
                 include_groups=False).reset_index()
-            where = {"method": method, "reward_timing": timing, "domain": domain}
+            where = {"method": method, by: timing, "domain": domain}
             rows += [{**where, **arm} for arm in arms.to_dict("records")]
             rows.append({**where, "rm": "all", "n_decisions": len(part), "n_pairs": part["n_pairs"].sum(),
                          "gold_pair_accuracy": np.average(part["gold"], weights=part["n_pairs"]),
                          "mean_reward_raw": part["reward"].mean(), "mean_reward_norm": part["norm"].mean(),
                          "spearman_reward_gold": _spearman(part["reward"], part["gold"]),
                          "spearman_arms": _spearman(arms["mean_reward_raw"], arms["gold_pair_accuracy"])})
-    columns = ["method", "reward_timing", "domain", "rm", "n_decisions", "n_pairs", "gold_pair_accuracy",
+    columns = ["method", by, "domain", "rm", "n_decisions", "n_pairs", "gold_pair_accuracy",
                "mean_reward_raw", "mean_reward_norm", "spearman_reward_gold", "spearman_arms"]
     table = pd.DataFrame(rows, columns=columns).astype({"n_decisions": int, "n_pairs": int})
     order = list(dict.fromkeys(decisions["method"]))
     table["method"] = pd.Categorical(table["method"], categories=order, ordered=True)
-    return table.sort_values(["method", "reward_timing", "domain"], kind="stable").reset_index(drop=True).astype({"method": str})
+    return table.sort_values(["method", by, "domain"], kind="stable").reset_index(drop=True).astype({"method": str})
 
 
 def _spearman(a, b) -> float:

@@ -37,6 +37,10 @@ BUDGET = Budget.from_config(config["budget"])
 EVALUATION = Evaluation.from_config(config["evaluation"])
 ITERATIONS = list(range(1, BUDGET.iterations + 1))
 RUNS = [(m, s, i) for m in METHODS for s in SEEDS for i in ITERATIONS]  # every (method, seed, iteration)
+# Methods whose recipe trains online (`trainer: grpo | rloo`): they sample inside train_iteration,
+# so they have no rollout jobs and no DPO pairs.
+ONLINE = {m for m in METHODS if METHODS[m].recipe.online}
+DPO_RUNS = [run for run in RUNS if run[0] not in ONLINE]
 # `seed_jobs`: `together` runs all seeds of a method in one job of each per-run rule (rollout_sft,
 # rollout, train_iteration, evaluate, collect_decisions), one after the other in one process, so
 # the library start-up (~5 s a job on a CPU: torch, the transformers model stack, TRL) is paid
@@ -207,11 +211,20 @@ get_decision_logs = per_seed(lambda w, s: [f"{R}/runs/{w.method}/{s}/it{i}/decis
 get_run_policies = per_seed(lambda w, s: [f"{R}/runs/{w.method}/{s}/it{i}/policy" for i in ITERATIONS])
 get_previous_policy = per_seed(lambda w, s: previous_policy(w.method, s, int(w.it)))
 # A recipe with `reference: sft` keeps the SFT policy; otherwise the reference is the entering policy.
-get_reference_policy = per_seed(lambda w, s: f"{R}/models/sft" if METHODS[w.method].recipe.reference == "sft"
+get_reference_policy = per_seed(lambda w, s: [] if w.method in ONLINE
+                                else f"{R}/models/sft" if METHODS[w.method].recipe.reference == "sft"
                                 else previous_policy(w.method, s, int(w.it)))
 # Every method starts from the same SFT policy, so iteration 1 shares one set of rollouts per seed.
-get_rollouts = per_seed(lambda w, s: f"{R}/rollouts/sft/{s}.jsonl" if int(w.it) == 1
+# An online method samples inside its trainer: it reads the prompt split (rmroute.stages.online_rl).
+get_rollouts = per_seed(lambda w, s: f"{R}/data/rollout.jsonl" if w.method in ONLINE
+                        else f"{R}/rollouts/sft/{s}.jsonl" if int(w.it) == 1
                         else f"{R}/runs/{w.method}/{s}/it{w.it}/rollouts.jsonl")
+
+
+def get_online_budget(wildcards):
+    """The budget an online method's trainer samples and steps by (none for DPO methods, whose
+    rollouts were sampled by the rollout rule: their job params stay as they were)."""
+    return config["budget"] if wildcards.method in ONLINE else {}
 # The router state (and the R2M states: a directory, empty for a pool without R2M) the previous
 # iteration wrote; none at iteration 1.
 get_previous_router_state = per_seed(lambda w, s: [] if int(w.it) == 1
@@ -287,7 +300,9 @@ def efficiency_benchmarks():
     (iteration 1's are the SFT policy's, shared, and counted for every method) and routed DPO."""
     rows = []
     for m, s, i in RUNS:
-        if i == 1:
+        if m in ONLINE:  # sampling is part of its train_iteration job
+            pass
+        elif i == 1:
             rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/rollout_sft/{s}.tsv"))
         else:
             rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/rollout/{m}/{s}/it{i}.tsv"))
@@ -326,6 +341,8 @@ def all_targets():
         targets += [f"{R}/tables/r2m_probe.tsv", f"{R}/tables/r2m_probe_summary.tsv"]
     if R2M_COMPARE:
         targets += [f"{R}/tables/r2m.tsv", f"{R}/tables/r2m_summary.tsv"]
+    if ONLINE:
+        targets += [f"{R}/tables/online_reward_validity.tsv"]
     if CLAIMS:
         targets += [f"{R}/tables/claims.tsv", f"{R}/tables/claims.md", f"{R}/tables/claims.tex", f"{R}/tables/claims_values.tsv"]
     return targets

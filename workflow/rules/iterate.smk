@@ -33,6 +33,7 @@ rule train_iteration:
         batch_order=config["budget"]["batch_order"],
         max_length=config["policy"]["max_length"],
         log_both_timings=config["evaluation"]["log_both_reward_timings"],
+        online_budget=get_online_budget,
         lora=config.get("lora"),
         device=config["device"],
     threads: config["threads"]

@@ -119,7 +119,7 @@ rule router_tables:
 
 rule pair_quality:
     input:
-        pairs=[f"{R}/runs/{m}/{s}/it{i}/pairs.jsonl" for m, s, i in RUNS],
+        pairs=[f"{R}/runs/{m}/{s}/it{i}/pairs.jsonl" for m, s, i in DPO_RUNS],
     output:
         table=report(
             f"{R}/tables/pair_quality.tsv",
@@ -135,7 +135,7 @@ rule pair_quality:
         ),
         pdf=f"{R}/figures/pair_quality.pdf",
     params:
-        runs=RUNS,
+        runs=DPO_RUNS,
     log:
         f"{R}/logs/pair_quality.log",
     conda:
@@ -167,3 +167,23 @@ rule reward_validity:
         "../../envs/rmroute.yaml"
     script:
         "../scripts/reward_validity.py"
+
+
+rule online_reward_validity:
+    # Online methods (trainer grpo | rloo): each bandit signal's raw reward against the routed RM's
+    # gold ranking agreement per decision, by method, signal, domain and RM (analysis only).
+    input:
+        decisions=[f"{R}/decisions/{m}/{s}.parquet" for m in sorted(ONLINE) for s in SEEDS],
+    output:
+        table=report(
+            f"{R}/tables/online_reward_validity.tsv",
+            caption="../report/online_reward_validity.rst",
+            category="Routers",
+            subcategory="Reward validity",
+        ),
+    log:
+        f"{R}/logs/online_reward_validity.log",
+    conda:
+        "../../envs/rmroute.yaml"
+    script:
+        "../scripts/online_reward_validity.py"

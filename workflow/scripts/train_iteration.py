@@ -1,6 +1,7 @@
 """One routed DPO iteration with the router in the training loop (rule train_iteration), for each
 seed of the job in turn (`seed_jobs`)."""
 import sys
+from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
@@ -8,6 +9,30 @@ from rmroute.stages import as_list, each_seed, train_iteration  # noqa: E402
 
 inputs, outputs, params = snakemake.input, snakemake.output, snakemake.params
 previous_states, previous_r2m = as_list(inputs.previous_state), as_list(inputs.previous_r2m)
+
+
+def run_online(k, seed):
+    # trainer grpo | rloo: TRL's online trainer samples the iteration's prompts itself (rmroute.stages.online_rl).
+    from rmroute.stages.online_rl import rl_iteration
+
+    rl_iteration(
+        policy_dir=as_list(inputs.policy)[k],
+        prompts_path=as_list(inputs.rollouts)[k],
+        method=params.method,
+        pool_rows=params.pool,
+        previous_state=previous_states[k] if previous_states else None,
+        budget=params.online_budget,
+        batch_order=params.batch_order,
+        seed=seed,
+        it=int(snakemake.wildcards.it),
+        threads=snakemake.threads,
+        device=params.device,
+        out_policy=as_list(outputs.policy)[k],
+        out_state=as_list(outputs.state)[k],
+        out_decisions=as_list(outputs.decisions)[k],
+        out_samples=as_list(outputs.pairs)[k],
+    )
+    Path(as_list(outputs.r2m)[k]).mkdir(parents=True, exist_ok=True)  # no R2M row in an online pool: empty
 
 
 def run(k, seed):
@@ -38,4 +63,5 @@ def run(k, seed):
     )
 
 
-each_seed(params.seeds, run, as_list(outputs.seconds))
+online = params.method["recipe"].get("trainer", "dpo") != "dpo"
+each_seed(params.seeds, run_online if online else run, as_list(outputs.seconds))

@@ -13,7 +13,7 @@ import numpy as np
 from rmroute.routers.base import check_finite, check_state_header
 from rmroute.routers.registry import Hyper, register_router
 
-COMBINER_NAMES = ("mean", "min", "uncertainty", "vote")
+COMBINER_NAMES = ("mean", "min", "uncertainty", "vote", "normalize_then_sum")
 
 
 def _check_scores(scores: Any) -> np.ndarray:
@@ -58,7 +58,15 @@ def combine_vote(scores: np.ndarray) -> np.ndarray:
     return ((beats + 0.5 * ties) / (n - 1)).mean(axis=0)
 
 
-_COMBINERS = {"mean": combine_mean, "min": combine_min, "uncertainty": combine_uncertainty, "vote": combine_vote}
+def combine_normalize_then_sum(scores: np.ndarray) -> np.ndarray:
+    """Sum over RMs of the z-scores: TRL's `normalize_then_sum` multi-reward aggregation within a
+    prompt's group (GDPO); it ranks a group's responses as `mean` does. Under an online recipe
+    (`trainer: grpo`) the ensemble of this name runs as TRL's own aggregation."""
+    return zscore_rows(scores).sum(axis=0)
+
+
+_COMBINERS = {"mean": combine_mean, "min": combine_min, "uncertainty": combine_uncertainty, "vote": combine_vote,
+              "normalize_then_sum": combine_normalize_then_sum}
 
 
 def combine_scores(name: str, scores: np.ndarray, **kwargs: Any) -> np.ndarray:
