@@ -1,5 +1,6 @@
 """Routed rewards inside TRL's GRPO and RLOO (rmroute.rl): the loss signal against TRL's own loss,
-the feedback order, and a stub pool whose only gold-consistent RM the router must find."""
+the feedback order, a stub pool whose only gold-consistent RM the router must find, and R2M
+updated inside RLOO after every policy step."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from datasets import Dataset
 
 from rmroute import models
@@ -211,3 +213,44 @@ def test_rm_rewards_form_trl_ensembles(warm_policy, tmp_path):
     _run("grpo", warm_policy, funcs, tmp_path, 2, multi_objective_aggregation="normalize_then_sum")
     assert [f.calls for f in funcs] == [32, 32, 32]
     assert [f.__name__ for f in funcs] == ["rm:gold_like", "rm:reversed", "rm:noise"]
+
+
+# ---------------------------------------------------------------- R2M inside RLOO
+
+
+@pytest.mark.parametrize("feedback", ["policy", "untrained"])
+def test_r2m_in_rloo_updates_after_every_policy_step(feedback, warm_policy, tmp_path):
+    """R2M as the single RM of an RLOO run, as its paper runs it: it scores each batch with the
+    hidden states of the policy that sampled it and trains after every policy optimiser step on
+    that step's groups (one update per step, the policy step logged); the untrained control
+    changes no parameter."""
+    from tiny_artefacts import tiny_classifier
+
+    from rmroute.rewards.r2m import R2MRewardModel
+
+    policy, tokenizer = warm_policy
+    tiny_classifier(tokenizer).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    steps = 4
+    rm = R2MRewardModel("r2m", str(tmp_path / "base"), feedback, {"attn_dim": 8, "epochs": 1, "batch_groups": 4},
+                        total_steps=steps, seed=0)
+    live = copy.deepcopy(policy)
+    rm.begin_iteration(live, tokenizer, [])
+    before = {k: v.clone() for k, v in rm.model.trainable_state().items()}
+    method = Method(name="r2m", router="single", rm="r2m", arm=0, batch_prompts=4)
+    reward = RoutedReward([rm], method, build_router(method, 1, 1, 0), make_normaliser("quantile"), gold=gold)
+    from trl import RLOOConfig, RLOOTrainer
+
+    args = RLOOConfig(output_dir=str(tmp_path / "r"), per_device_train_batch_size=16, num_generations=4, max_completion_length=6,
+                      max_steps=steps, beta=0.0, use_cpu=True, report_to=[], learning_rate=1e-4, seed=0, save_strategy="no",
+                      temperature=1.0, disable_tqdm=True)
+    RLOOTrainer(model=live, reward_funcs=[reward], args=args, train_dataset=_dataset(), processing_class=tokenizer,
+                callbacks=[reward.callback]).train()
+    after = rm.model.trainable_state()
+    if feedback == "untrained":
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    else:
+        assert sorted({row["policy_step"] for row in rm.log}) == list(range(steps))  # an update after every policy step
+        assert all(row["groups"] == 4 for row in rm.log)
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert rm.calls == steps * 16

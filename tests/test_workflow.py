@@ -189,3 +189,9 @@ def test_online_methods_route_rewards_inside_grpo_and_rloo(tiny_run):
     assert second["router_updates"].min() >= first["router_updates"].max() > 0
     validity = pd.read_csv(tiny_run / "tables" / "online_reward_validity.tsv", sep="\t")
     assert set(validity["reward_signal"]) <= set(SIGNALS) and "laser-grpo" in set(validity["method"])
+    # R2M inside RLOO: an update after every policy step of each iteration, its state carried over.
+    for it in (1, 2):
+        r2m = tiny_run / "runs" / "r2m-rloo" / "0" / f"it{it}" / "r2m"
+        assert (r2m / "r2m_a.safetensors").exists()
+        log = pd.read_csv(r2m / "r2m_a.log.tsv", sep="\t")
+        assert sorted(log["policy_step"].unique()) == list(range(steps))

@@ -273,6 +273,8 @@ class RoutedReward:
         everyone = lambda members: [(g, i) for g in members for i in range(G)]  # noqa: E731
         if self.declared.scores_every_rm:
             arms, contexts = None, None
+            for k in range(len(self.pool)):
+                self._observe(k, groups)
             calls = sum(cache.score(k, groups, everyone(range(len(groups)))) for k in range(len(self.pool)))
         else:
             rows = 1 if self.method.granularity == "batch" else len(groups)
@@ -285,6 +287,7 @@ class RoutedReward:
             calls = 0
             for r, arm in enumerate(arms):
                 members = range(len(groups)) if rows == 1 else [r]
+                self._observe(int(arm), [groups[g] for g in members])
                 calls += cache.score(int(arm), groups, everyone(members))
         seconds = (time.perf_counter() - start) / len(groups)
         rewards = np.zeros(len(prompts))
@@ -336,6 +339,13 @@ class RoutedReward:
                          "prompts": prompt_texts, "completion_ids": completion_ids, "before": before, "wanted": wanted}
         return rewards.tolist()
 
+    def _observe(self, k: int, groups: list[dict]) -> None:
+        """An RM that reads the policy (R2M: `observe`) gets the sampling policy's hidden states
+        of the groups it is about to score."""
+        observe = getattr(self.pool[k], "observe", None)
+        if observe is not None:
+            observe(self._model, self._tokenizer, groups)
+
     # ------------------------------------------------------------ feedback (the callback calls this)
 
     def feedback(self, step: int) -> np.ndarray:
@@ -349,6 +359,11 @@ class RoutedReward:
             raise RuntimeError(f"the batch routed at step {pending['step']} was fed back after step {step}")
         self.events.append(("feedback", step))
         values = self._signals(pending)
+        # An RM that learns inside the loop (R2M, `update_every: step`) trains on this step's
+        # groups it scored, with the hidden states of the policy this step produced.
+        for rm in self.pool:
+            if hasattr(rm, "after_step"):
+                rm.after_step(self._model, self._tokenizer, pending["groups"], step)
         rewarded, raw = [], []
         for decision in pending["decisions"]:
             for name, per_group in values.items():

@@ -1,7 +1,6 @@
 """One routed DPO iteration with the router in the training loop (rule train_iteration), for each
 seed of the job in turn (`seed_jobs`)."""
 import sys
-from pathlib import Path
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
@@ -31,8 +30,10 @@ def run_online(k, seed):
         out_state=as_list(outputs.state)[k],
         out_decisions=as_list(outputs.decisions)[k],
         out_samples=as_list(outputs.pairs)[k],
+        r2m=params.r2m,
+        previous_r2m=previous_r2m[k] if previous_r2m else None,
+        out_r2m=as_list(outputs.r2m)[k],
     )
-    Path(as_list(outputs.r2m)[k]).mkdir(parents=True, exist_ok=True)  # no R2M row in an online pool: empty
 
 
 def run(k, seed):

@@ -474,8 +474,15 @@ class R2MRewardModel:
         self._hidden = self._policy_states(policy, tokenizer, groups)
         self._own = {}
 
+    def observe(self, policy, tokenizer, groups: list[dict]) -> None:
+        """Online trainers (rmroute.rl): keep the hidden states of `policy`, the policy that just
+        sampled `groups`, for scoring them (begin_iteration takes a DPO iteration's rollouts at once)."""
+        self._hidden.update(self._policy_states(policy, tokenizer, groups))
+
     def _policy_states(self, policy, tokenizer, groups):
         rows = [(g["prompt"], r) for g in groups for r in g["responses"]]
+        if not rows:
+            return {}
         training = policy.training
         policy.eval()  # no dropout in the feedback
         states = policy_hidden_states(policy, tokenizer, [p for p, _ in rows], [r for _, r in rows],

@@ -49,13 +49,20 @@ def rl_config(out_dir: str, recipe, budget: dict, *, n_steps: int, seed: int, us
 
 def rl_iteration(*, policy_dir: str, prompts_path: str, method: dict, pool_rows: list[dict], previous_state: str | None,
                  budget: dict, batch_order: str, seed: int, it: int, threads: int, device: str, out_policy: str,
-                 out_state: str, out_decisions: str, out_samples: str, log_all_signals: bool = True) -> None:
+                 out_state: str, out_decisions: str, out_samples: str, log_all_signals: bool = True,
+                 r2m: dict | None = None, previous_r2m: str | None = None, out_r2m: str | None = None) -> None:
     """Train the policy with GRPO or RLOO on iteration `it`'s prompts, each prompt group's rewards
     from the RM the method's router picks (`rmroute.rl.RoutedReward`), or from every RM for the
     ensembles; `ensemble` with combine `normalize_then_sum` is TRL's own multi-reward aggregation
     (one `RMReward` per RM). Writes the policy, the router state (continuing from
     `previous_state`), the decision log and the scored samples (`out_samples`: one row per
-    prompt group, with the routed RM's scores and gold, analysis only)."""
+    prompt group, with the routed RM's scores and gold, analysis only).
+
+    R2M rows of the pool (settings `r2m`, continuing from `previous_r2m`) score each batch with the
+    hidden states of the policy that sampled it and train after every policy optimiser step on
+    that step's groups they scored, with the hidden states of the policy the step produced, as
+    R2M's paper runs it in RLOO; their states and training logs go to `out_r2m`. Their ω(t)
+    schedule runs over all iterations' R2M steps (`r2m["iterations"]`)."""
     from datasets import Dataset
 
     from rmroute.methods import Method, build_router
@@ -76,7 +83,14 @@ def rl_iteration(*, policy_dir: str, prompts_path: str, method: dict, pool_rows:
     ordered = [records[i] for batch in batches for i in batch]
     by_id = {r["id"]: r for r in ordered}
     policy, tokenizer = models.load_policy(policy_dir, device=device).train(), models.load_tokenizer(policy_dir)
-    pool = load_pool([r for r in pool_rows if r["rm_id"] in method.active_rms(it)], device)
+    from rmroute.rewards.r2m import R2MRewardModel, r2m_steps_per_iteration
+
+    r2m_steps = (r2m or {}).get("iterations", 1) * r2m_steps_per_iteration(r2m or {}, [len(b) for b in batches])
+    pool = load_pool([r for r in pool_rows if r["rm_id"] in method.active_rms(it)], device, r2m=r2m,
+                     r2m_states=previous_r2m, r2m_total_steps=r2m_steps, seed=run_seed)
+    for rm in pool:
+        if isinstance(rm, R2MRewardModel):
+            rm.begin_iteration(policy, tokenizer, [])  # hidden states come batch by batch (observe)
     if len(pool) != len(method.active_rms(it)) or method.join:
         raise ValueError(f"method {method.name!r}: online trainers take a fixed pool (no `join`)")
 
@@ -113,6 +127,17 @@ def rl_iteration(*, policy_dir: str, prompts_path: str, method: dict, pool_rows:
                           callbacks=[reward.callback] if reward is not None else None)
         trainer.train()
     models.save_atomic(policy.eval(), tokenizer, out_policy)
+    if out_r2m:
+        from rmroute.io import atomic_dir
+
+        with atomic_dir(out_r2m) as tmp:
+            for rm in pool:
+                if isinstance(rm, R2MRewardModel):
+                    rm.end_iteration(policy, tokenizer, samples.groups, trainer.state.global_step - 1)  # update_every: iteration
+                    rm.save(tmp / f"{rm.rm_id}.safetensors")
+                    log = pd.DataFrame(rm.log, columns=["policy_step", "groups", "step", "omega", "loss", "bt", "gre"])
+                    log.insert(0, "rm", rm.rm_id)
+                    write_table(log, tmp / f"{rm.rm_id}.log.tsv")
     save_router_state(reward.state_dict() if reward is not None else {"router": {}, "normaliser": {}, "updates": 0}, out_state)
     rows = reward.rows if reward is not None else samples.ensemble_rows(method, funcs)
     frame = pd.DataFrame(rows)
