@@ -8,6 +8,7 @@ the sheet, so sheet edits and relative paths never touch the repository.
 from __future__ import annotations
 
 import copy
+import re
 import csv
 import subprocess
 import sys
@@ -406,7 +407,7 @@ def test_snakemake_stops_before_scheduling(tmp_path: Path):
     assert "Job stats" not in output
 
 
-@pytest.mark.parametrize("name", ["claims.yaml", "claims_cluster.yaml", "full.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["claims.yaml", "claims_cluster.yaml", "full.yaml", "paper.yaml", "grpo.yaml"])
 def test_shipped_configs_resolve(name: str):
     """The claims and full configs and the paper-scale config validate and resolve every method."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
@@ -414,6 +415,11 @@ def test_shipped_configs_resolve(name: str):
     assert set(config["methods"]) <= set(methods)
     if name.startswith("claims"):  # the claims compare within LASeR's recipe
         assert methods["laser"].recipe_name == "laser" and methods["ensemble-mean@laser"].recipe_name == "laser"
+    elif name == "grpo.yaml":  # online recipes: every method and baseline trains inside GRPO or RLOO
+        assert all(m.recipe.online for m in methods.values())
+        assert methods["laser-grpo-loss"].recipe.signal == "loss" and methods["laser-grpo"].recipe.signal == "prior_rank"
+        assert methods["ensemble-normalize_then_sum@grpo"].combine == "normalize_then_sum"
+        assert methods["r2m-rloo"].recipe.trainer == "rloo"
     elif name == "full.yaml":
         assert methods["nll-only"].recipe.loss == "nll"  # a method key overrides its recipe
         assert methods["shared-bayesian"].recipe.pair_rule == methods["shared-laser"].recipe.pair_rule == "random_routed"
@@ -475,3 +481,19 @@ def test_a_trained_rm_needs_its_domain_mix(project: Path):
     sheet.write_text("\n".join([rows[0], "\t".join(fields), *rows[2:]]) + "\n")
     with pytest.raises(ConfigError, match=rf"rm_pool\[{fields[0]}\]\.domain_mix: an RM trained here"):
         load_config(copy.deepcopy(DEFAULT_CONFIG), project)
+
+
+@pytest.mark.parametrize("method,recipe,field", [
+    ({"router": "thompson", "recipe": "online"}, {}, "methods.bad.router"),  # pair contexts: no pairs online
+    ({"router": "ensemble", "combine": "normalize_then_sum", "recipe": "online"}, {"trainer": "rloo"}, "methods.bad.combine"),
+    ({"router": "linucb", "recipe": "online", "join": {"rm_yesno_ins": 2}}, {}, "methods.bad.join"),
+    ({"router": "linucb", "recipe": "online"}, {"signal": "reward"}, "recipes.online.signal"),
+])
+def test_online_recipes_name_the_field_they_cannot_run(project: Path, method, recipe, field):
+    """An online recipe (trainer grpo | rloo) stops before any job with the field that cannot work."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["recipes"]["online"] = {"trainer": "grpo", "lr": 1e-4, "normaliser": "quantile", "signal": "prior_rank", **recipe}
+    config["methods"]["bad"] = method
+    with pytest.raises(ConfigError, match=re.escape(field.split(".")[-1])) as error:
+        load_config(config, project)
+    assert field.split(".")[0] in str(error.value) or field.rsplit(".", 1)[0] in str(error.value)
