@@ -10,7 +10,10 @@
 # 3. runs the .test workflow on the GPU (device cuda, the RMs in bf16), with rollouts from HF
 #    generate and, in a second results directory, from vLLM;
 # 4. measures rollout tokens/s of HF generate against vLLM on that run's SFT policy, and RM
-#    scoring throughput in bf16 (benchmarks/gpu_throughput.py).
+#    scoring throughput in bf16 (benchmarks/gpu_throughput.py);
+# 5. routed rewards inside GRPO on the GPU (examples/route_rewards_in_grpo.py on that run's SFT
+#    policy), with HF generation and, with vLLM, TRL's colocated vLLM generation (the .test
+#    workflow of step 3 already trains its online methods with GRPO and RLOO on the GPU).
 # Results: benchmarks/out/gpu_check/ (gpu_throughput.tsv, the configs, logs). Nothing is downloaded
 # at run time; installing .venv-gpu needs the package index.
 set -euo pipefail
@@ -67,3 +70,9 @@ echo "== throughput"
 R=.test/results-gpu-hf
 timeout 1800 "$PY" benchmarks/gpu_throughput.py --policy "$R/models/sft" --rm "$R/rms/rm_a" --prompts "$R/data/rollout.jsonl" \
   --out "$OUT/gpu_throughput.tsv"
+
+echo "== GRPO with routed rewards (HF generation, then TRL's colocated vLLM generation)"
+for gen in hf $([[ $WITH_VLLM == 1 ]] && echo vllm); do
+  timeout 1200 "$PY" examples/route_rewards_in_grpo.py --policy "$R/models/sft" $([[ $gen == vllm ]] && echo --vllm) \
+    > "$OUT/grpo_$gen.log" 2>&1 && tail -3 "$OUT/grpo_$gen.log" || { echo "GRPO ($gen): FAILED, see $OUT/grpo_$gen.log"; tail -20 "$OUT/grpo_$gen.log"; }
+done

@@ -14,6 +14,7 @@ before the next batch is generated.
     python examples/route_rewards_in_grpo.py --router random     # the same run with a router that does not learn
     python examples/route_rewards_in_grpo.py --trainer rloo      # TRL's RLOOTrainer instead
     python examples/route_rewards_in_grpo.py --policy path/or/hub-id --rm path/or/hub-id ...
+    python examples/route_rewards_in_grpo.py --policy path --vllm   # GPU: TRL's vLLM generation (colocated), as benchmarks/gpu_check.sh runs it
 
 `--policy` takes any causal LM that `from_pretrained` can load (a local directory, or a hub id
 already in your Hugging Face cache: nothing is downloaded); each `--rm` adds a sequence-
@@ -87,7 +88,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--generations", type=int, default=4, help="completions per prompt (num_generations)")
     parser.add_argument("--sft-steps", type=int, default=150, help="steps of the policy's warm start on gold answers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vllm", action="store_true",
+                        help="generate with vLLM inside the trainer (TRL's colocate mode; needs a GPU, vLLM and --policy)")
     args = parser.parse_args(argv)
+    if args.vllm and not args.policy:
+        parser.error("--vllm loads the policy into vLLM from --policy: give a saved policy directory")
 
     models.set_seed(args.seed)
     rows = my_prompts(args.prompts, args.seed)
@@ -121,7 +126,8 @@ def main(argv=None) -> dict:
         config = Config(output_dir=tmp, per_device_train_batch_size=args.batch_prompts * args.generations,
                         num_generations=args.generations, max_completion_length=6, temperature=1.0, learning_rate=1e-4,
                         beta=0.0, max_steps=len(order) // args.batch_prompts, shuffle_dataset=False, seed=args.seed,
-                        use_cpu=use_cpu, report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=10)
+                        use_cpu=use_cpu, report_to=[], save_strategy="no", disable_tqdm=True, logging_steps=10,
+                        **({"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if args.vllm else {}))
         trainer = Trainer(model=policy, reward_funcs=[reward], args=config, train_dataset=dataset, processing_class=tokenizer,
                           callbacks=[reward.callback])
         trainer.train()
