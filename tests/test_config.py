@@ -497,3 +497,14 @@ def test_online_recipes_name_the_field_they_cannot_run(project: Path, method, re
     with pytest.raises(ConfigError, match=re.escape(field.split(".")[-1])) as error:
         load_config(config, project)
     assert field.split(".")[0] in str(error.value) or field.rsplit(".", 1)[0] in str(error.value)
+
+
+@pytest.mark.parametrize("block,field", [({"lora": {}}, "lora")])
+def test_online_recipes_refuse_what_they_do_not_run(project: Path, block, field):
+    """LoRA adapters are a DPO-path feature: with an online method the run stops, the key named."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["recipes"]["online"] = {"trainer": "grpo", "lr": 1e-4, "normaliser": "quantile", "signal": "prior_rank"}
+    config["methods"]["laser-grpo"] = {"router": "linucb", "recipe": "online"}
+    config.update(block)
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        load_config(config, project)

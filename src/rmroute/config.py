@@ -187,7 +187,20 @@ def load_config(config: dict, root: str | os.PathLike) -> tuple[dict, pd.DataFra
     methods = resolve_methods(config, list(sheet["rm_id"]), opt_in=r2m_rows)
     check_rm_experiments(config, sheet, methods)
     check_claims(config, methods)
+    check_online(config, methods)
     return config, sheet, methods
+
+
+def check_online(config: dict, methods: dict) -> None:
+    """What the online recipes (trainer grpo | rloo) do not run yet, named before any job: LoRA
+    adapters. (A `rollout:` backend serves the DPO methods' rollout jobs; online methods sample
+    inside their training job with TRL's generation.)"""
+    online = sorted(name for name, m in methods.items() if m.recipe.online)
+    if not online:
+        return
+    if "lora" in config:
+        raise ConfigError(f"lora: online recipes train every weight; methods {online} use trainer grpo/rloo "
+                          "(drop `lora:` or run them in a config of their own)")
 
 
 CLAIM_ROLES = {"routed": None, "best_single": "single", "ensemble": "ensemble",

@@ -105,7 +105,42 @@ def _top_gap(scores: list[float]) -> float:
     return float(top[0] - top[1]) if len(top) > 1 else 0.0
 
 
-class RoutedLabeler:
+class RouterLearner:
+    """What the DPO path's `RoutedLabeler` and the online trainers' `rmroute.rl.RoutedReward`
+    share: one learning step from the rewarded decisions of a training step, and the state an
+    iteration continues from. Subclasses hold `router`, `normaliser`, `declared` (the router's
+    class), `rows` (the decision log) and `updates`."""
+
+    def _learn(self, rewarded: list[dict], raw: list[float]) -> np.ndarray:
+        """Rescale the raw rewards of `rewarded` (decisions with `arm`, `context`, `domain` and
+        their log `rows`) in decision order, log them, and update the router once. Ensembles and
+        the oracle learn nothing: their raw rewards are logged only. Returns the rescaled rewards."""
+        if not rewarded or self.normaliser is None or self.declared.scores_every_rm:
+            return np.zeros(0)
+        arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
+        norm = self.normaliser(np.array(raw), arms, domains=[d["domain"] for d in rewarded])
+        for decision, value in zip(rewarded, norm):
+            for r in decision["rows"]:
+                self.rows[r]["bandit_reward_norm"] = float(value)
+        self.router.update(np.stack([np.asarray(d["context"], dtype=np.float64) for d in rewarded]), arms, norm)
+        self.updates += 1
+        return norm
+
+    def state_dict(self) -> dict:
+        """Router, normaliser and update count: what the next iteration continues from."""
+        return {"router": self.router.state_dict() if self.router is not None else {},
+                "normaliser": self.normaliser.state_dict() if self.normaliser is not None else {},
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.router is not None:
+            self.router.load_state_dict(state["router"])
+        if self.normaliser is not None:
+            self.normaliser.load_state_dict(state["normaliser"])
+        self.updates = int(state.get("updates", 0))
+
+
+class RoutedLabeler(RouterLearner):
     """Labels training batches with the RM its router picks, and learns from the training loss.
 
     Args:
@@ -317,16 +352,7 @@ class RoutedLabeler:
             if other.shape != (n,):
                 raise ValueError(f"also[{name!r}] must have one value per labelled pair ({n}), got shape {other.shape}")
             self._rewards(pending["decisions"], other, f"_{name}")
-        if not rewarded or self.normaliser is None or self.declared.scores_every_rm:
-            return np.zeros(0)  # ensembles and the oracle learn nothing: their raw rewards are logged only
-        arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
-        norm = self.normaliser(np.array(raw), arms, domains=[d["domain"] for d in rewarded])
-        for decision, value in zip(rewarded, norm):
-            for r in decision["rows"]:
-                self.rows[r]["bandit_reward_norm"] = float(value)
-        self.router.update(np.stack([np.asarray(d["context"], dtype=np.float64) for d in rewarded]), arms, norm)
-        self.updates += 1
-        return norm
+        return self._learn(rewarded, raw)
 
     def _rewards(self, decisions: list[dict], losses: np.ndarray, suffix: str) -> tuple[list[dict], list[float]]:
         """Each decision's raw reward from per-pair losses, logged as `loss<suffix>` and
@@ -348,20 +374,6 @@ class RoutedLabeler:
                 raw.append(value)
         return rewarded, raw
 
-    # ------------------------------------------------------------ state
-
-    def state_dict(self) -> dict:
-        """Router, normaliser and update count: what the next iteration continues from."""
-        return {"router": self.router.state_dict() if self.router is not None else {},
-                "normaliser": self.normaliser.state_dict() if self.normaliser is not None else {},
-                "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.router is not None:
-            self.router.load_state_dict(state["router"])
-        if self.normaliser is not None:
-            self.normaliser.load_state_dict(state["normaliser"])
-        self.updates = int(state.get("updates", 0))
 
 
 def route_batches(groups: list[dict], method: Method, pool: list, router=None, *,

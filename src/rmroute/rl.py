@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from rmroute.gold import ranking_counts
-from rmroute.online import MIXED_DOMAIN, ScoreCache, _top_gap
+from rmroute.online import MIXED_DOMAIN, RouterLearner, ScoreCache, _top_gap
 
 SIGNALS = ("loss", "logp_rank", "prior_rank")
 TRAINERS = ("grpo", "rloo")
@@ -146,7 +146,7 @@ def completion_logps(model, tokenizer, prompts: list[str], completion_ids: list[
     return out
 
 
-class RoutedReward:
+class RoutedReward(RouterLearner):
     """A reward function for TRL's GRPOTrainer / RLOOTrainer that routes each prompt group (or
     batch) to one RM of `pool` and learns from the training step which RM to trust.
 
@@ -378,16 +378,7 @@ class RoutedReward:
                 if name == self.signal and np.isfinite(value):
                     rewarded.append(decision)
                     raw.append(value)
-        if not rewarded or self.normaliser is None or self.declared.scores_every_rm:
-            return np.zeros(0)
-        arms = np.array([d["arm"] for d in rewarded], dtype=np.int64)
-        norm = self.normaliser(np.array(raw), arms, domains=[d["domain"] for d in rewarded])
-        for decision, value in zip(rewarded, norm):
-            for r in decision["rows"]:
-                self.rows[r]["bandit_reward_norm"] = float(value)
-        self.router.update(np.stack([np.asarray(d["context"], dtype=np.float64) for d in rewarded]), arms, norm)
-        self.updates += 1
-        return norm
+        return self._learn(rewarded, raw)
 
     def _signals(self, pending: dict) -> dict[str, list[float]]:
         """Per group, the raw reward of each wanted signal (`loss` is per decision: `_decision_loss`)."""
@@ -414,20 +405,6 @@ class RoutedReward:
         loss = step_loss(pending["advantages"][idx], np.asarray(pending["lengths"])[idx], self.kind,
                          getattr(args, "loss_type", "dapo"), getattr(args, "max_completion_length", None))
         return -loss
-
-    # ------------------------------------------------------------ state
-
-    def state_dict(self) -> dict:
-        return {"router": self.router.state_dict() if self.router is not None else {},
-                "normaliser": self.normaliser.state_dict() if self.normaliser is not None else {},
-                "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self.router is not None:
-            self.router.load_state_dict(state["router"])
-        if self.normaliser is not None:
-            self.normaliser.load_state_dict(state["normaliser"])
-        self.updates = int(state.get("updates", 0))
 
 
 class RMReward:
