@@ -4,7 +4,9 @@ file."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -269,6 +271,17 @@ def test_state_file_round_trip_and_hidden_state_file(tiny, tmp_path):
     assert np.array_equal(again.score(flat_p, flat_r, states), r2m.score(flat_p, flat_r, states))
     save_policy_hidden(states, tmp_path / "hidden.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(load_policy_hidden(tmp_path / "hidden.safetensors"), states))
+    # Equal states, equal bytes: one metadata entry (safetensors orders a map of several at random).
+    r2m.save(tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "r2m.safetensors").read_bytes()
+    # A state written with one string entry per field (before) still loads.
+    from safetensors.torch import save_file
+
+    old = {"step": "2", "total_steps": "6", "config": json.dumps(asdict(r2m.config)), "policy_dim": "24", "rm_dim": str(r2m.rm_dim)}
+    save_file({k: v.contiguous() for k, v in r2m.trainable_state().items()}, str(tmp_path / "old.safetensors"), metadata=old)
+    legacy = R2M.load(root / "rm", tmp_path / "old.safetensors")
+    assert legacy.step == 2 and legacy.config == r2m.config
+    assert np.array_equal(legacy.score(flat_p, flat_r, states), r2m.score(flat_p, flat_r, states))
 
 
 def test_bad_r2m_settings_name_the_field():

@@ -271,10 +271,13 @@ class R2M(nn.Module):
 
         from rmroute.io import atomic_file
 
-        meta = {"step": str(self.step), "total_steps": str(self.total_steps), "config": json.dumps(asdict(self.config)),
-                "policy_dim": str(self.policy_dim), "rm_dim": str(self.rm_dim)}
+        meta = {"step": self.step, "total_steps": self.total_steps, "config": asdict(self.config),
+                "policy_dim": self.policy_dim, "rm_dim": self.rm_dim}
+        # One metadata entry: safetensors writes its metadata map in an order that changes from
+        # process to process, so several entries would make equal states differ byte for byte.
         with atomic_file(path) as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()}, str(tmp), metadata=meta)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()}, str(tmp),
+                      metadata={"r2m": json.dumps(meta, sort_keys=True)})
 
     @classmethod
     def load(cls, base_dir: str | os.PathLike, state_path: str | os.PathLike, *, device: str = "cpu", **kwargs) -> R2M:
@@ -284,7 +287,9 @@ class R2M(nn.Module):
         with safe_open(str(state_path), framework="pt") as fh:
             meta = fh.metadata()
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        model = cls.from_base(base_dir, int(meta["policy_dim"]), R2MConfig(**json.loads(meta["config"])),
+        # One JSON entry; a state written before that kept each field as its own string entry.
+        meta = json.loads(meta["r2m"]) if "r2m" in meta else {**meta, "config": json.loads(meta["config"])}
+        model = cls.from_base(base_dir, int(meta["policy_dim"]), R2MConfig(**meta["config"]),
                               total_steps=int(meta["total_steps"]), device=device, **kwargs)
         if model.rm_dim != int(meta["rm_dim"]):
             raise ValueError(f"R2M state {str(state_path)!r} was trained on an RM of width {meta['rm_dim']}, "
