@@ -169,7 +169,10 @@ def test_a_dry_run_only_warns_unless_told_otherwise(project: Path, hf_home: Path
 def snakemake(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in HUB_ENV}
     env["HF_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "1", "--configfile", str(PAPER_TINY)],
+    # A results directory of its own, never written (dry runs): the paper-scale test's finished run
+    # would otherwise leave the dry run nothing to plan.
+    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "1", "--configfile", str(PAPER_TINY),
+                           "--config", "results_dir=.test/results-hub-check"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
