@@ -1,7 +1,7 @@
 """Route your own reward models inside TRL's GRPOTrainer: one RM per prompt group, learned online.
 
 Your prompts come in two kinds, sums ("What is 3 plus 4?") and products ("Multiply 3 by 4."),
-and you have two reward models of your own: `adder` scores every answer as a sum, `multiplier`
+and you have two reward models of your own (those of examples/route_your_own_rms.py): `adder` scores every answer as a sum, `multiplier`
 as a product. Each is right on its own kind of prompt and wrong on the other. TRL would score every
 completion with both and add the rewards; here `RoutedReward`, one entry of `reward_funcs`,
 lets a LinUCB router (LASeR's) pick one RM per training batch from the current policy's
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
 import tempfile
 from collections import Counter
 
@@ -41,28 +40,8 @@ from rmroute.rewards.pool import RewardModel  # noqa: E402
 from rmroute.rl import SIGNALS, RoutedReward  # noqa: E402
 from rmroute.routers import make_normaliser  # noqa: E402
 from rmroute.sft import train_sft  # noqa: E402
-
-# The two kinds of prompt, their gold rule and the RM that is right on them.
-KINDS = {
-    "plus": ("Q: What is {a} plus {b}?\nA:", lambda a, b: a + b, "adder"),
-    "times": ("Multiply {a} by {b}.\nAnswer:", lambda a, b: a * b, "multiplier"),
-}
-
-
-class RuleChecker:
-    """A reward model of your own: anything with an `rm_id` and `score(prompts, responses)`. It
-    scores an answer by how close it is to `rule(a, b)`, whatever the prompt asks."""
-
-    def __init__(self, kind: str):
-        _, self.rule, self.rm_id = KINDS[kind]
-
-    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        out = []
-        for prompt, response in zip(prompts, responses):
-            a, b = map(int, re.findall(r"\d+", prompt)[:2])
-            numbers = re.findall(r"\d+", response)
-            out.append(-abs(int(numbers[0]) - self.rule(a, b)) if numbers else -100.0)
-        return out
+# The two kinds of prompt and the two rule RMs of the DPO example, each right on one kind.
+from route_your_own_rms import KINDS, RuleChecker  # noqa: E402  (examples/, beside this file)
 
 
 def my_prompts(n_per_kind: int, seed: int) -> list[dict]:

@@ -107,9 +107,10 @@ def _top_gap(scores: list[float]) -> float:
 
 class RouterLearner:
     """What the DPO path's `RoutedLabeler` and the online trainers' `rmroute.rl.RoutedReward`
-    share: one learning step from the rewarded decisions of a training step, and the state an
-    iteration continues from. Subclasses hold `router`, `normaliser`, `declared` (the router's
-    class), `rows` (the decision log) and `updates`."""
+    share: routing and scoring one batch's decisions, one learning step from the rewarded decisions
+    of a training step, and the state an iteration continues from. Subclasses hold `pool`,
+    `method`, `router`, `normaliser`, `declared` (the router's class), `prompt_context`, `rows`
+    (the decision log) and `updates`."""
 
     def _learn(self, rewarded: list[dict], raw: list[float]) -> np.ndarray:
         """Rescale the raw rewards of `rewarded` (decisions with `arm`, `context`, `domain` and
@@ -125,6 +126,54 @@ class RouterLearner:
         self.router.update(np.stack([np.asarray(d["context"], dtype=np.float64) for d in rewarded]), arms, norm)
         self.updates += 1
         return norm
+
+    def _route(self, groups: list[dict], cache: ScoreCache, observe: Callable[[int, list[dict]], None] | None = None):
+        """One batch's routing decisions and scoring, per batch or per query: (arms, one per
+        decision, or None where every RM scores; the decisions' contexts, or None; RM calls made).
+        Only the picked RM scores a decision's groups; `observe(k, groups)` runs before RM k scores
+        them (an RM that reads the policy takes its states then)."""
+        def everyone(members):
+            return [(g, i) for g in members for i in range(len(groups[g]["responses"]))]
+
+        if self.declared.scores_every_rm:
+            if observe is not None:
+                for k in range(len(self.pool)):
+                    observe(k, groups)
+            return None, None, sum(cache.score(k, groups, everyone(range(len(groups)))) for k in range(len(self.pool)))
+        contexts = self._group_contexts(groups)
+        arms = self.router.select(contexts)
+        calls = 0
+        for row, arm in enumerate(arms):
+            members = range(len(groups)) if self.method.granularity == "batch" else [row]
+            if observe is not None:
+                observe(int(arm), [groups[g] for g in members])
+            calls += cache.score(int(arm), groups, everyone(members))
+        return arms, contexts, calls
+
+    def _group_contexts(self, groups: list[dict]) -> np.ndarray:
+        """One context row per decision: the batch's mean prompt embedding (per batch) or each
+        prompt's (per query) from the current policy for a prompt-context router (LinUCB); a
+        constant for context-free routers."""
+        rows = 1 if self.method.granularity == "batch" else len(groups)
+        if self.declared.context != "prompt":
+            return np.zeros((rows, int(getattr(self.router, "dim", 1))))
+        contexts = np.asarray(self.prompt_context([g["prompt"] for g in groups]), dtype=np.float64)
+        return contexts.mean(axis=0, keepdims=True) if rows == 1 else contexts
+
+    def _routed_scores(self, g: int, group: dict, arms, cache: ScoreCache) -> tuple[list[float], int, str]:
+        """Group g's scores after routing (`_route`): its decision's RM's, an ensemble's combined
+        scores (arm -1), or the oracle's pick (the RM whose ranking agrees best with gold, analysis
+        only); with the arm and the name logged."""
+        n, names = len(group["responses"]), [rm.rm_id for rm in self.pool]
+        if arms is not None:
+            k = int(arms[0] if self.method.granularity == "batch" else arms[g])
+            return [cache.get(k, g, i) for i in range(n)], k, names[k]
+        matrix = np.array([[cache.get(k, g, i) for i in range(n)] for k in range(len(self.pool))])
+        if not self.declared.needs_gold:  # an ensemble: one combined score per response
+            return self.router.scores(matrix).tolist(), -1, f"{self.method.router}:{self.method.combine}"
+        agreement = np.array([[ranking_agreement(list(row), group["gold"]) for row in matrix]])
+        k = int(self.router.select(np.zeros((1, self.router.dim)), correct=agreement)[0])
+        return matrix[k].tolist(), k, names[k]
 
     def state_dict(self) -> dict:
         """Router, normaliser and update count: what the next iteration continues from."""
@@ -236,34 +285,13 @@ class RoutedLabeler(RouterLearner):
 
     def _label_groups(self, groups, step, cache, pairs, decisions) -> None:
         """One decision per batch or per query (everything but per-pair routing)."""
-        method, names = self.method, [rm.rm_id for rm in self.pool]
+        method = self.method
         start = time.perf_counter()
-        everyone = [(g, i) for g in range(len(groups)) for i in range(len(groups[g]["responses"]))]
-        if self.declared.scores_every_rm:
-            arms, contexts = None, None
-            calls = sum(cache.score(k, groups, everyone) for k in range(len(self.pool)))
-        else:
-            contexts = self._group_contexts(groups)
-            arms = self.router.select(contexts)
-            calls = 0
-            for row, arm in enumerate(arms):
-                members = range(len(groups)) if method.granularity == "batch" else [row]
-                calls += cache.score(int(arm), groups, [(g, i) for g in members for i in range(len(groups[g]["responses"]))])
+        arms, contexts, calls = self._route(groups, cache)
         seconds = (time.perf_counter() - start) / len(groups)
         batch_decision = None
         for g, group in enumerate(groups):
-            n = len(group["responses"])
-            if arms is None:
-                matrix = np.array([[cache.get(k, g, i) for i in range(n)] for k in range(len(self.pool))])
-                if not self.declared.needs_gold:  # an ensemble: one combined score per response
-                    scores, k, rm_name = self.router.scores(matrix).tolist(), -1, f"{method.router}:{method.combine}"
-                else:  # the oracle: the RM whose ranking agrees best with gold (analysis only)
-                    agreement = np.array([[ranking_agreement(list(row), group["gold"]) for row in matrix]])
-                    k = int(self.router.select(np.zeros((1, self.router.dim)), correct=agreement)[0])
-                    scores, rm_name = matrix[k].tolist(), names[k]
-            else:
-                k = int(arms[0] if method.granularity == "batch" else arms[g])
-                scores, rm_name = [cache.get(k, g, i) for i in range(n)], names[k]
+            scores, k, rm_name = self._routed_scores(g, group, arms, cache)
             if method.recipe.pair_rule == "random_routed":  # BayesianRouter's rule with one RM's scores for the group
                 pair_scores = {(a, b): (scores[a], scores[b]) for a, b in candidate_pairs(n)}
                 built = random_routed(group["responses"], pair_scores, method.pairs_per_prompt, method.recipe.tie_threshold, self.rng)
@@ -284,16 +312,6 @@ class RoutedLabeler(RouterLearner):
             agree, total = ranking_counts(scores, group["gold"]) if group.get("gold") is not None else (float("nan"), 0)
             row.update(gold_pairs=total, gold_pairs_agree=agree)
             self._emit(group, built, decision, row, pairs)
-
-    def _group_contexts(self, groups: list[dict]) -> np.ndarray:
-        """One context row per decision: the batch's mean prompt embedding (per batch) or each
-        prompt's (per query) from the current policy for a prompt-context router (LinUCB); a
-        constant for context-free routers."""
-        rows = 1 if self.method.granularity == "batch" else len(groups)
-        if self.declared.context != "prompt":
-            return np.zeros((rows, int(getattr(self.router, "dim", 1))))
-        contexts = np.asarray(self.prompt_context([g["prompt"] for g in groups]), dtype=np.float64)
-        return contexts.mean(axis=0, keepdims=True) if rows == 1 else contexts
 
     def _label_pairs(self, groups, step, cache, pairs, decisions) -> None:
         """One decision per candidate pair (BayesianRouter): each pair is routed on its own context."""

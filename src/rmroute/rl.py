@@ -146,6 +146,12 @@ def completion_logps(model, tokenizer, prompts: list[str], completion_ids: list[
     return out
 
 
+def _texts(items) -> list[str]:
+    """TRL's prompts or completions as text: plain strings, or the last message's content of
+    conversational ones."""
+    return [item if isinstance(item, str) else item[-1]["content"] for item in items]
+
+
 class RoutedReward(RouterLearner):
     """A reward function for TRL's GRPOTrainer / RLOOTrainer that routes each prompt group (or
     batch) to one RM of `pool` and learns from the training step which RM to trust.
@@ -252,8 +258,7 @@ class RoutedReward(RouterLearner):
         G = self.num_generations
         if len(prompts) % G:
             raise ValueError(f"{len(prompts)} completions are not whole groups of num_generations={G}")
-        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        prompt_texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+        texts, prompt_texts = _texts(completions), _texts(prompts)
         gold = list(self.gold(prompts=prompt_texts, completions=texts, **columns)) if self.gold is not None else None
         groups = []
         for g in range(len(prompts) // G):
@@ -270,40 +275,12 @@ class RoutedReward(RouterLearner):
         noisy = None if noise_rm is None else names.index(noise_rm) if noise_rm in names else -1
         cache = ScoreCache(self.pool, self.method.noise_sigma, derive_seed(self.noise_seed, step, scheme="score_noise"), noisy)
         start = time.perf_counter()
-        everyone = lambda members: [(g, i) for g in members for i in range(G)]  # noqa: E731
-        if self.declared.scores_every_rm:
-            arms, contexts = None, None
-            for k in range(len(self.pool)):
-                self._observe(k, groups)
-            calls = sum(cache.score(k, groups, everyone(range(len(groups)))) for k in range(len(self.pool)))
-        else:
-            rows = 1 if self.method.granularity == "batch" else len(groups)
-            if self.declared.context == "prompt":
-                contexts = np.asarray(self.prompt_context([g["prompt"] for g in groups]), dtype=np.float64)
-                contexts = contexts.mean(axis=0, keepdims=True) if rows == 1 else contexts
-            else:
-                contexts = np.zeros((rows, int(getattr(self.router, "dim", 1))))
-            arms = self.router.select(contexts)
-            calls = 0
-            for r, arm in enumerate(arms):
-                members = range(len(groups)) if rows == 1 else [r]
-                self._observe(int(arm), [groups[g] for g in members])
-                calls += cache.score(int(arm), groups, everyone(members))
+        arms, contexts, calls = self._route(groups, cache, observe=self._observe)
         seconds = (time.perf_counter() - start) / len(groups)
         rewards = np.zeros(len(prompts))
         decisions: list[dict] = []
         for g, group in enumerate(groups):
-            if arms is None:
-                matrix = np.array([[cache.get(k, g, i) for i in range(G)] for k in range(len(self.pool))])
-                if not self.declared.needs_gold:
-                    scores, k, rm_name = self.router.scores(matrix).tolist(), -1, f"{self.method.router}:{self.method.combine}"
-                else:
-                    agreement = np.array([[ranking_counts(list(row), group["gold"])[0] for row in matrix]])
-                    k = int(self.router.select(np.zeros((1, self.router.dim)), correct=agreement)[0])
-                    scores, rm_name = matrix[k].tolist(), names[k]
-            else:
-                k = int(arms[0] if self.method.granularity == "batch" else arms[g])
-                scores, rm_name = [cache.get(k, g, i) for i in range(G)], names[k]
+            scores, k, rm_name = self._routed_scores(g, group, arms, cache)
             group["scores"] = scores
             rewards[group["index"]] = scores
             if self.method.granularity == "batch" and arms is not None:
@@ -416,7 +393,6 @@ class RMReward:
         self.rm, self.__name__, self.calls = rm, f"rm:{rm.rm_id}", 0
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        prompt_texts = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+        texts = _texts(completions)
         self.calls += len(texts)
-        return [float(v) for v in self.rm.score(prompt_texts, texts)]
+        return [float(v) for v in self.rm.score(_texts(prompts), texts)]

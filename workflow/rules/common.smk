@@ -225,6 +225,8 @@ def get_online_budget(wildcards):
     """The budget an online method's trainer samples and steps by (none for DPO methods, whose
     rollouts were sampled by the rollout rule: their job params stay as they were)."""
     return config["budget"] if wildcards.method in ONLINE else {}
+
+
 # The router state (and the R2M states: a directory, empty for a pool without R2M) the previous
 # iteration wrote; none at iteration 1.
 get_previous_router_state = per_seed(lambda w, s: [] if int(w.it) == 1
@@ -300,12 +302,9 @@ def efficiency_benchmarks():
     (iteration 1's are the SFT policy's, shared, and counted for every method) and routed DPO."""
     rows = []
     for m, s, i in RUNS:
-        if m in ONLINE:  # sampling is part of its train_iteration job
-            pass
-        elif i == 1:
-            rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/rollout_sft/{s}.tsv"))
-        else:
-            rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/rollout/{m}/{s}/it{i}.tsv"))
+        if m not in ONLINE:  # an online method samples inside its train_iteration job
+            rollout = f"rollout_sft/{s}" if i == 1 else f"rollout/{m}/{s}/it{i}"
+            rows.append((m, s, "rollout", f"{R}/benchmarks/seeds/{rollout}.tsv"))
         rows.append((m, s, "train_iteration", f"{R}/benchmarks/seeds/train_iteration/{m}/{s}/it{i}.tsv"))
     return rows
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tempfile
 
-import numpy as np
 import pandas as pd
 
 from rmroute import models
@@ -55,8 +54,8 @@ def rl_iteration(*, policy_dir: str, prompts_path: str, method: dict, pool_rows:
     from the RM the method's router picks (`rmroute.rl.RoutedReward`), or from every RM for the
     ensembles; `ensemble` with combine `normalize_then_sum` is TRL's own multi-reward aggregation
     (one `RMReward` per RM). Writes the policy, the router state (continuing from
-    `previous_state`), the decision log and the scored samples (`out_samples`: one row per
-    prompt group, with the routed RM's scores and gold, analysis only).
+    `previous_state`), the decision log and the samples (`out_samples`: one row per prompt group,
+    with the optimiser step, the completions and their gold scores, analysis only).
 
     R2M rows of the pool (settings `r2m`, continuing from `previous_r2m`) score each batch with the
     hidden states of the policy that sampled it and train after every policy optimiser step on
@@ -67,6 +66,7 @@ def rl_iteration(*, policy_dir: str, prompts_path: str, method: dict, pool_rows:
 
     from rmroute.methods import Method, build_router
     from rmroute.online import training_batches
+    from rmroute.rewards.r2m import R2MRewardModel, r2m_steps_per_iteration
     from rmroute.rl import RMReward, RoutedReward
     from rmroute.routers import make_normaliser
     from rmroute.testbed import score_record
@@ -83,16 +83,12 @@ def rl_iteration(*, policy_dir: str, prompts_path: str, method: dict, pool_rows:
     ordered = [records[i] for batch in batches for i in batch]
     by_id = {r["id"]: r for r in ordered}
     policy, tokenizer = models.load_policy(policy_dir, device=device).train(), models.load_tokenizer(policy_dir)
-    from rmroute.rewards.r2m import R2MRewardModel, r2m_steps_per_iteration
-
     r2m_steps = (r2m or {}).get("iterations", 1) * r2m_steps_per_iteration(r2m or {}, [len(b) for b in batches])
     pool = load_pool([r for r in pool_rows if r["rm_id"] in method.active_rms(it)], device, r2m=r2m,
                      r2m_states=previous_r2m, r2m_total_steps=r2m_steps, seed=run_seed)
     for rm in pool:
         if isinstance(rm, R2MRewardModel):
             rm.begin_iteration(policy, tokenizer, [])  # hidden states come batch by batch (observe)
-    if len(pool) != len(method.active_rms(it)) or method.join:
-        raise ValueError(f"method {method.name!r}: online trainers take a fixed pool (no `join`)")
 
     def gold(prompts, completions, id, **columns):  # noqa: A002  (the dataset's column name)
         return [score_record(by_id[i], c) for i, c in zip(id, completions)]
@@ -172,19 +168,23 @@ class _SampleLog:
         return [0.0] * len(prompts)
 
     def ensemble_rows(self, method, funcs) -> list[dict]:
-        """Decision rows of TRL's own aggregation: every RM scored every completion of each group."""
+        """Decision rows of TRL's own aggregation: every RM scored every completion of each group
+        (the step's RM calls on its first row); TRL aggregates the scores inside the trainer, so
+        the rows log no score or gold agreement, only the group's gold-rankable pairs."""
+        from collections import Counter
+
         from rmroute.gold import ranking_counts
 
+        completions = Counter()
+        for group in self.groups:
+            completions[group["step"]] += len(group["responses"])
         rows = []
-        k = len(funcs)
         for n, group in enumerate(self.groups):
-            scores = np.zeros(len(group["responses"]))  # the aggregated score is TRL's; gold agreement is not logged
-            agree, total = ranking_counts(scores.tolist(), group["gold"])
             first = n == 0 or self.groups[n - 1]["step"] != group["step"]
+            total = ranking_counts(group["gold"], group["gold"])[1]  # the pairs gold tells apart
             rows.append({"decision_id": f"s{group['step']}:{group['prompt_id']}", "step": group["step"], "router_updates": 0,
                          "rm": f"ensemble:{method.combine}", "arm": -1, "reward_signal": "none", "score_gap": float("nan"),
-                         "route_seconds": float("nan"),
-                         "rm_calls": k * sum(len(g["responses"]) for g in self.groups if g["step"] == group["step"]) if first else 0,
+                         "route_seconds": float("nan"), "rm_calls": len(funcs) * completions[group["step"]] if first else 0,
                          "bandit_reward_raw": float("nan"), "bandit_reward_norm": float("nan"), "loss": float("nan"),
                          "gold_pairs": total, "gold_pairs_agree": float("nan"), "query_id": group["prompt_id"],
                          "domain": group["domain"], "n_completions": len(group["responses"]), "n_pairs": total,
